@@ -13,8 +13,6 @@ import numpy as np
 
 __all__ = ["Setpoint"]
 
-_NAN = float("nan")
-
 
 @dataclass(frozen=True)
 class Setpoint:
@@ -33,32 +31,38 @@ class Setpoint:
 
     @staticmethod
     def array_size(dof: int) -> int:
-        return 2 + dof + 3 + 1
+        return 3 + dof + 3 + 1
 
     def to_array(self, dof: int) -> np.ndarray:
-        """Layout: [stamp_ns, seq, arm_q(dof) | NaN, base_vel(3) | NaN, gripper | NaN]."""
-        out = np.full(self.array_size(dof), _NAN)
+        """Layout: [stamp_ns, seq, mask, arm_q(dof), base_vel(3), gripper].
+
+        ``mask`` bits say which parts are present (1 arm, 2 base, 4 gripper), so a NaN
+        value stays a NaN value (and is rejected downstream) instead of reading as absent.
+        """
+        out = np.zeros(self.array_size(dof))
         out[0] = float(self.stamp_ns)
         out[1] = float(self.seq)
+        mask = 0
         if self.arm_q is not None:
-            out[2 : 2 + dof] = self.arm_q
+            out[3 : 3 + dof] = self.arm_q
+            mask |= 1
         if self.base_vel is not None:
-            out[2 + dof : 5 + dof] = self.base_vel
+            out[3 + dof : 6 + dof] = self.base_vel
+            mask |= 2
         if self.gripper is not None:
-            out[5 + dof] = self.gripper
+            out[6 + dof] = self.gripper
+            mask |= 4
+        out[2] = float(mask)
         return out
 
     @classmethod
     def from_array(cls, arr: np.ndarray, dof: int) -> Setpoint:
-        """Inverse of :meth:`to_array`. A part that is all-NaN is ``None``; a part with some
-        NaN is kept as is, so the control loop's validation rejects it."""
-        arm = arr[2 : 2 + dof]
-        base = arr[2 + dof : 5 + dof]
-        grip = arr[5 + dof]
+        """Inverse of :meth:`to_array`."""
+        mask = int(arr[2])
         return cls(
             stamp_ns=int(arr[0]),
             seq=int(arr[1]),
-            arm_q=None if np.all(np.isnan(arm)) else arm.copy(),
-            base_vel=None if np.all(np.isnan(base)) else base.copy(),
-            gripper=None if np.isnan(grip) else float(grip),
+            arm_q=arr[3 : 3 + dof].copy() if mask & 1 else None,
+            base_vel=arr[3 + dof : 6 + dof].copy() if mask & 2 else None,
+            gripper=float(arr[6 + dof]) if mask & 4 else None,
         )
