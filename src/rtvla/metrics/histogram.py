@@ -4,12 +4,15 @@ Buckets are log-spaced with a 2 % ratio between edges; a percentile is reported 
 bucket's geometric midpoint, clamped to the observed min/max, so its relative error is at
 most about 1 %. Memory is fixed (about 1,300 integer counters for 100 ns .. 1000 s)
 whatever the number of samples, unlike a list that grows with every sample.
+The counters are a numpy array so batches fold in with one ``bincount``.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 __all__ = ["LatencyHistogram"]
 
@@ -34,7 +37,7 @@ class LatencyHistogram:
         self.highest_s = highest_s
         self._inv_log = 1.0 / _LOG_RATIO
         n = int(math.ceil(math.log(highest_s / lowest_s) * self._inv_log)) + 2
-        self._counts = [0] * n
+        self._counts = np.zeros(n, dtype=np.int64)
         self.count = 0
         self.sum = 0.0
         self.min = math.inf
@@ -42,7 +45,7 @@ class LatencyHistogram:
 
     def record(self, seconds: float) -> None:
         """Add one sample (O(1)). Non-finite values are rejected with ``ValueError``."""
-        if seconds != seconds or seconds in (math.inf, -math.inf):
+        if not -math.inf < seconds < math.inf:
             raise ValueError(f"latency sample must be finite, got {seconds}")
         if seconds <= self._lowest:
             idx = 0
@@ -58,20 +61,60 @@ class LatencyHistogram:
         if seconds > self.max:
             self.max = seconds
 
+    def record_many(self, values: np.ndarray) -> None:
+        """Add a batch of samples (vectorised; used by the Recorder's buffered hot path)."""
+        v = np.asarray(values, dtype=np.float64)
+        if v.size == 0:
+            return
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"latency samples must be finite, got {v[~np.isfinite(v)][:3]}")
+        n = len(self._counts)
+        idx = np.zeros(v.shape, dtype=np.int64)
+        above = v > self._lowest
+        idx[above] = (np.log(v[above] / self._lowest) * self._inv_log).astype(np.int64) + 1
+        np.minimum(idx, n - 1, out=idx)
+        self._counts += np.bincount(idx, minlength=n)
+        self.count += int(v.size)
+        self.sum += float(v.sum())
+        self.min = min(self.min, float(v.min()))
+        self.max = max(self.max, float(v.max()))
+
     def merge(self, other: LatencyHistogram) -> None:
         if len(other._counts) != len(self._counts) or other._lowest != self._lowest:
             raise ValueError("can only merge histograms with the same range")
-        for i, c in enumerate(other._counts):
-            if c:
-                self._counts[i] += c
+        self._counts += other._counts
         self.count += other.count
         self.sum += other.sum
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
 
+    def counts(self) -> np.ndarray:
+        """A copy of the bucket counts (for :meth:`since`)."""
+        return self._counts.copy()
+
+    def since(self, prev_counts: np.ndarray, prev_count: int, prev_sum: float,
+              max_since: float) -> LatencyHistogram:
+        """The samples recorded after a :meth:`counts` snapshot, as a new histogram.
+
+        ``max_since`` is the largest sample since then (tracked by the caller); the minimum
+        is the lower edge of the lowest non-empty bucket.
+        """
+        out = LatencyHistogram.__new__(LatencyHistogram)
+        out._lowest = self._lowest
+        out.highest_s = self.highest_s
+        out._inv_log = self._inv_log
+        out._counts = self._counts - prev_counts
+        out.count = self.count - prev_count
+        out.sum = self.sum - prev_sum
+        out.max = max_since if out.count else -math.inf
+        out.min = math.inf
+        nz = np.flatnonzero(out._counts)
+        if nz.size:
+            out.min = self._lowest * _RATIO ** max(0, int(nz[0]) - 1)
+        return out
+
     def reset(self) -> None:
-        for i in range(len(self._counts)):
-            self._counts[i] = 0
+        self._counts[:] = 0
         self.count = 0
         self.sum = 0.0
         self.min = math.inf
@@ -93,42 +136,22 @@ class LatencyHistogram:
             return self.min
         if q >= 100:
             return self.max
-        rank = q / 100.0 * self.count
-        seen = 0
-        for idx, c in enumerate(self._counts):
-            if not c:
-                continue
-            seen += c
-            if seen >= rank:
-                return min(max(self._bucket_value(idx), self.min), self.max)
-        return self.max
+        return self.percentiles((q,))[q]
 
     def percentiles(self, qs: tuple[float, ...] = (50, 90, 99, 99.9)) -> dict[float, float]:
         """Several percentiles in one pass over the buckets."""
         out = {q: math.nan for q in qs}
         if self.count == 0:
             return out
-        targets = sorted(qs)
-        ranks = [(q, q / 100.0 * self.count) for q in targets]
-        seen = 0
-        i = 0
-        for idx, c in enumerate(self._counts):
-            if not c:
-                continue
-            seen += c
-            while i < len(ranks) and seen >= ranks[i][1]:
-                q = ranks[i][0]
-                if q <= 0:
-                    out[q] = self.min
-                elif q >= 100:
-                    out[q] = self.max
-                else:
-                    out[q] = min(max(self._bucket_value(idx), self.min), self.max)
-                i += 1
-            if i == len(ranks):
-                break
-        for q, _ in ranks[i:]:
-            out[q] = self.max
+        cum = np.cumsum(self._counts)
+        for q in qs:
+            if q <= 0:
+                out[q] = self.min
+            elif q >= 100:
+                out[q] = self.max
+            else:
+                idx = int(np.searchsorted(cum, q / 100.0 * self.count, side="left"))
+                out[q] = min(max(self._bucket_value(idx), self.min), self.max)
         return out
 
     @property

@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from rtvla.config import DEFAULT_BUDGETS, Budget, Requirements
 from rtvla.metrics.histogram import LatencyHistogram
 from rtvla.timing import MONOTONIC, Clock
@@ -32,6 +34,8 @@ __all__ = ["Event", "Recorder", "Violation"]
 logger = logging.getLogger(__name__)
 
 _BIN_NS = 100_000_000  # throughput bins of 100 ms
+_FLUSH_AT = 1024  # pending latency samples folded into the histogram per batch
+_INF = float("inf")
 
 
 @dataclass
@@ -70,15 +74,24 @@ class _Series:
 
     __slots__ = (
         "bins", "bins_epoch", "budget", "count_total", "cpu_last", "cpu_max", "cpu_sum",
-        "first_count_ns", "gauges", "hist", "interval", "last_count_ns", "lock", "mem_last",
-        "mem_max", "missed", "observed", "util_n",
+        "first_count_ns", "gauges", "hist", "interval_count", "interval_counts",
+        "interval_max", "interval_sum", "last_count_ns", "lock", "max_latency_s", "mem_last",
+        "mem_max", "missed", "observed", "pending", "util_n",
     )
 
     def __init__(self, budget: Budget, window_bins: int) -> None:
         self.budget = budget
         self.lock = threading.Lock()
+        self.max_latency_s = budget.max_latency_ms / 1000.0
+        # Hot-path samples land here first: deque.append/popleft are atomic in CPython, so
+        # recording needs no lock; batches are folded into the histogram under ``lock``.
+        self.pending: deque[float] = deque()
         self.hist = LatencyHistogram()
-        self.interval = LatencyHistogram()
+        # The interval histogram is the difference from these counts (no second record).
+        self.interval_counts = self.hist.counts()
+        self.interval_count = 0
+        self.interval_sum = 0.0
+        self.interval_max = -1.0
         self.observed: dict[str, LatencyHistogram] = {}
         self.gauges: dict[str, float] = {}
         self.bins = [0] * window_bins
@@ -140,14 +153,32 @@ class Recorder:
 
     def latency(self, component: str, seconds: float) -> None:
         """Record one operation's latency and check it against the component's budget."""
-        s = self._get(component)
-        with s.lock:
-            s.hist.record(seconds)
-            s.interval.record(seconds)
-        b = s.budget
-        if seconds * 1000.0 > b.max_latency_ms:
+        s = self._series.get(component) or self._get(component)
+        if not -_INF < seconds < _INF:
+            raise ValueError(f"{component} latency must be finite, got {seconds}")
+        pending = s.pending
+        pending.append(seconds)
+        if len(pending) >= _FLUSH_AT:
+            self._flush(s)
+        if seconds > s.max_latency_s:
+            b = s.budget
             kind = "deadline" if b.deadline_s is not None else "latency"
             self._violate(component, kind, b.max_latency_ms, seconds * 1000.0, b.critical)
+
+    @staticmethod
+    def _flush(s: _Series) -> None:
+        """Fold the pending samples into the histogram (O(1) amortised per sample)."""
+        with s.lock:
+            pending = s.pending
+            n = len(pending)
+            if not n:
+                return
+            pop = pending.popleft
+            batch = np.fromiter((pop() for _ in range(n)), dtype=np.float64, count=n)
+            s.hist.record_many(batch)
+            m = float(batch.max())
+            if m > s.interval_max:
+                s.interval_max = m
 
     def observe(self, component: str, metric: str, seconds: float) -> None:
         """Record a duration that is not the budgeted latency (a stage, frame age, queue wait)."""
@@ -306,10 +337,17 @@ class Recorder:
         viols = self.violations()
         for name in self.components():
             s = self._series[name]
+            self._flush(s)
             with s.lock:
-                lat = (s.interval if interval else s.hist).summary_ms()
                 if interval:
-                    s.interval.reset()
+                    h = s.hist.since(s.interval_counts, s.interval_count, s.interval_sum,
+                                     s.interval_max)
+                    s.interval_counts = s.hist.counts()
+                    s.interval_count, s.interval_sum = s.hist.count, s.hist.sum
+                    s.interval_max = -1.0
+                    lat = h.summary_ms()
+                else:
+                    lat = s.hist.summary_ms()
                 observed = {k: h.summary_ms() for k, h in s.observed.items()}
                 row: dict[str, Any] = {
                     "budget": s.budget.model_dump(),

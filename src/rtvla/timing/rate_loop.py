@@ -181,10 +181,13 @@ class RateLoop:
         clock = self.clock
         coarse = deadline_ns - spin_ns
         now = clock.now_ns()
-        if coarse - now > _EVENT_WAIT_MIN_NS and isinstance(clock, MonotonicClock):
-            # Long sleeps wait on the stop event so that stop() is prompt at low rates.
-            if self.stop_event.wait((coarse - now - _EVENT_WAIT_MIN_NS // 2) / 1e9):
-                return clock.now_ns()
+        # Long sleeps wait on the stop event so that stop() is prompt at low rates.
+        if (
+            coarse - now > _EVENT_WAIT_MIN_NS
+            and isinstance(clock, MonotonicClock)
+            and self.stop_event.wait((coarse - now - _EVENT_WAIT_MIN_NS // 2) / 1e9)
+        ):
+            return clock.now_ns()
         if coarse > clock.now_ns():
             clock.sleep_until(coarse)
         now = clock.now_ns()

@@ -1,0 +1,41 @@
+"""Helpers shared by the CLI modules: console, JSON output, progress."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+__all__ = ["console", "err_console", "fail", "write_json"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON (NaN/inf become null); returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(_clean(data), indent=2) + "\n", encoding="utf-8")
+    return p
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print an error and exit with ``code``."""
+    import typer
+
+    err_console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
