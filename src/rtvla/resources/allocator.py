@@ -387,7 +387,8 @@ class ResourceAllocator:
     def _notify_preempt(self, victim: Allocation, p: Preemption) -> None:
         logger.warning("resource preemption: %s", p.reason)
         if self.recorder is not None:
-            self.recorder.event(victim.component, "preempted", p.reason, **p.as_dict())
+            detail = {k: v for k, v in p.as_dict().items() if k not in ("component", "reason")}
+            self.recorder.event(victim.component, "preempted", p.reason, **detail)
         if victim.on_preempt is not None:
             try:
                 victim.on_preempt(p)
