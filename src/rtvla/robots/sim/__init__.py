@@ -1,0 +1,38 @@
+"""The MuJoCo simulated mobile manipulator: scene, robot, camera, kinematics, occupancy grid.
+
+``MUJOCO_GL`` defaults to ``egl`` (set before MuJoCo is first imported) so rendering works
+headless. Usage::
+
+    from rtvla.robots.sim import SimRobot, SimCamera, load_scene, occupancy_grid
+
+    with SimRobot() as robot, SimCamera(robot) as cam:
+        frame = cam.wait_frame(timeout=2.0)
+"""
+
+from __future__ import annotations
+
+from rtvla.robots.sim import _gl  # noqa: F401  (must run before mujoco is imported)
+from rtvla.robots.sim.kinematics import SimKinematics
+from rtvla.robots.sim.robot import SimRobot, SimStats
+from rtvla.robots.sim.scene import (
+    ObjectSpec,
+    Place,
+    ReceptacleSpec,
+    RobotWiring,
+    SceneConfig,
+    assets_dir,
+    load_scene,
+)
+
+__all__ = [
+    "ObjectSpec",
+    "Place",
+    "ReceptacleSpec",
+    "RobotWiring",
+    "SceneConfig",
+    "SimKinematics",
+    "SimRobot",
+    "SimStats",
+    "assets_dir",
+    "load_scene",
+]
