@@ -31,7 +31,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -90,7 +90,6 @@ class PipelineSettings:
     source_timeout_s: float = 0.5
     grab_wait_s: float | None = None
     keep_image: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.resolutions:
