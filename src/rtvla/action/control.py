@@ -1,0 +1,428 @@
+"""The 100 Hz control loop: setpoints in, jerk-limited commands out, a watchdog in between.
+
+Each tick :class:`ControlLoop` reads the robot's state, takes the newest :class:`Setpoint`
+from its channel (any latest-value channel: in-process or shared memory), follows arm goals
+on an online ruckig trajectory (:class:`~rtvla.action.trajectory.ArmTrajectory`), passes base
+velocity and gripper through, and sends one :class:`RobotCommand`. It records its loop time
+and wake-up lateness into the Recorder under ``"control"``.
+
+The watchdog makes sure the robot never executes a stale or invalid command: a base-velocity
+setpoint older than ``setpoint_timeout_s`` while the base moves, a setpoint that arrives
+already stale, or one that is non-finite or outside the robot's limits, makes the loop call
+``robot.stop()`` (hold the arm, zero base velocity), record a ``"watchdog"`` event with the
+reason, and stay stopped until a fresh valid setpoint arrives.
+
+Usage::
+
+    setpoints = LatestValue("setpoints")
+    loop = ControlLoop(robot, setpoints, recorder=rec, settings=ControlSettings.from_config(cfg))
+    thread = loop.start_thread()
+    setpoints.publish(Setpoint(stamp_ns=MONOTONIC.now_ns(), arm_q=goal))
+    ...
+    loop.stop(); thread.join(); print(loop.stats())
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rtvla.action.chunks import ActionChunkQueue
+from rtvla.action.setpoints import Setpoint
+from rtvla.action.trajectory import ArmTrajectory, TrajStatus, check_goal
+from rtvla.channels import Channel
+from rtvla.component import Component, Placement
+from rtvla.config import Budget, Config
+from rtvla.errors import ConfigError, RobotError
+from rtvla.metrics import LatencyHistogram, Recorder
+from rtvla.robots.base import CommandMode, Robot, RobotCommand, RobotLimits, RobotState
+from rtvla.timing import MONOTONIC, Clock, LoopStats, RateLoop, Tick
+
+__all__ = ["ControlLoop", "ControlSettings", "ControlStats", "check_setpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+class ControlSettings(BaseModel):
+    """The ``[control]`` table of ``rtvla.toml`` (the rate comes from ``[budgets.control]``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    setpoint_timeout_s: float = Field(default=0.3, gt=0, description="watchdog timeout")
+    placement: Literal["thread", "process"] = "thread"
+    spin_margin_s: float = Field(default=0.0005, ge=0, description="spin this long before each deadline")
+    overrun: Literal["skip", "catch_up"] = "skip"
+    gc_in_slack: bool = True
+    speed_scale: float = Field(default=1.0, gt=0, le=1, description="fraction of dq_max to use")
+    cpu: int | None = Field(default=None, ge=0, description="CPU to pin the control process to")
+    fifo_priority: int | None = Field(default=None, ge=1, le=99)
+    freeze_gc: bool = True
+    lateness_window: int = Field(default=16384, ge=16, description="lateness samples kept")
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> ControlSettings:
+        """Validate a raw ``[control]`` table; errors name ``control.<field>`` and the value."""
+        try:
+            return cls.model_validate(section)
+        except ValidationError as exc:
+            parts = []
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                parts.append(f"control.{loc}: {msg} (got {err.get('input')!r})")
+            raise ConfigError("; ".join(parts)) from None
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> ControlSettings:
+        return cls.from_section(cfg.section("control"))
+
+
+@dataclass
+class ControlStats:
+    """What the control loop achieved (the reference's performance metrics and more)."""
+
+    ticks: int = 0
+    missed: int = 0
+    on_time_rate: float = 1.0
+    achieved_hz: float = 0.0
+    loop_time_avg_ms: float = 0.0
+    loop_time_max_ms: float = 0.0
+    lateness_p50_us: float = 0.0
+    lateness_p99_us: float = 0.0
+    lateness_max_us: float = 0.0
+    watchdog_trips: int = 0
+    last_trip_reason: str = ""
+    stopped: bool = False
+    setpoints_accepted: int = 0
+    commands_sent: int = 0
+    commands_rejected: int = 0
+    trajectory_errors: int = 0
+    ruckig_max_us: float = 0.0
+    realtime: dict[str, str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_setpoint(sp: Setpoint, limits: RobotLimits) -> str | None:
+    """Why ``sp`` must not be executed (non-finite or outside limits), or None (no exception)."""
+    if sp.arm_q is not None:
+        why = check_goal(sp.arm_q, limits)
+        if why is not None:
+            return why
+    if sp.base_vel is not None:
+        v = np.asarray(sp.base_vel, dtype=float)
+        if v.shape != (3,) or not np.all(np.isfinite(v)):
+            return f"base_vel must be 3 finite values, got {v.tolist()}"
+        lin = limits.base_lin_vel_max
+        if abs(v[0]) > lin or abs(v[1]) > lin:
+            return f"base_vel linear ({v[0]:.3f}, {v[1]:.3f}) exceeds {lin}"
+        if abs(v[2]) > limits.base_ang_vel_max:
+            return f"base_vel angular {v[2]:.3f} exceeds {limits.base_ang_vel_max}"
+    if sp.gripper is not None:
+        g = sp.gripper
+        if not (isinstance(g, (int, float)) and math.isfinite(g) and 0.0 <= g <= 1.0):
+            return f"gripper must be in [0, 1], got {g}"
+    return None
+
+
+class ControlLoop(Component):
+    """Drives a robot at the control rate from the newest setpoint. See the module docstring.
+
+    Args:
+        robot: anything implementing :class:`~rtvla.robots.base.Robot` (already connected).
+        setpoints: a latest-value channel of :class:`Setpoint` values, or of float arrays in
+            the :meth:`Setpoint.to_array` layout (the shared-memory channel).
+        recorder: where loop time, lateness, misses and watchdog events go.
+        settings: the validated ``[control]`` table.
+        budget: the control budget (its ``rate_hz`` is the loop rate unless ``rate_hz``).
+        clock: time source (a FakeClock in logic tests).
+        state_out: optional channel the loop publishes each tick's :class:`RobotState` to.
+        chunks: optional :class:`ActionChunkQueue`; each tick its action becomes the arm goal.
+    """
+
+    def __init__(
+        self,
+        robot: Robot,
+        setpoints: Channel,
+        *,
+        recorder: Recorder | None = None,
+        settings: ControlSettings | None = None,
+        budget: Budget | None = None,
+        rate_hz: float | None = None,
+        clock: Clock = MONOTONIC,
+        state_out: Channel | None = None,
+        chunks: ActionChunkQueue | None = None,
+        name: str = "control",
+    ) -> None:
+        self.settings = settings if settings is not None else ControlSettings()
+        super().__init__(name, budget=budget, recorder=recorder, rate_hz=rate_hz,
+                         placement=Placement(self.settings.placement))
+        if self.rate_hz is None or not self.rate_hz > 0:
+            raise ConfigError(f"budgets.{name}.rate_hz must be > 0 for the control loop, got {self.rate_hz}")
+        self.robot = robot
+        self.limits = robot.limits
+        self.dof = self.limits.dof
+        self.setpoints = setpoints
+        self.state_out = state_out
+        self.chunks = chunks
+        if chunks is not None and chunks.dof != self.dof:
+            raise ConfigError(f"chunk queue dof {chunks.dof} does not match the robot's {self.dof}")
+        self.clock = clock
+        self.period_s = 1.0 / float(self.rate_hz)
+        self.trajectory = ArmTrajectory(self.limits, self.period_s, speed_scale=self.settings.speed_scale)
+        self._timeout_ns = int(self.settings.setpoint_timeout_s * 1e9)
+        # Hot-loop state, preallocated.
+        self._base_vel = np.zeros(3)
+        self._zero3 = np.zeros(3)
+        self._gripper: float | None = None
+        self._last_seq = 0
+        self._accepted_stamp_ns = 0
+        self._tripped = False
+        self._last_slot = -1
+        self._state: RobotState | None = None
+        self._lateness = np.zeros(self.settings.lateness_window, dtype=np.int64)
+        self._lat_hist = LatencyHistogram()
+        self._step_hist = LatencyHistogram()
+        self._loop: RateLoop | None = None
+        self._loop_stats: LoopStats | None = None
+        self._stats = ControlStats()
+        self._stats_lock = threading.Lock()
+        self.realtime: dict[str, str] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Start from the robot's measured arm position, holding it."""
+        state = self.robot.read_state()
+        self._state = state
+        self.trajectory.reset(state.q)
+
+    def teardown(self) -> None:
+        try:
+            self.robot.stop()
+        except RobotError as exc:
+            logger.warning("%s: robot.stop() at teardown failed: %s", self.name, exc)
+
+    def make_loop(self) -> RateLoop:
+        s = self.settings
+        return RateLoop(
+            float(self.rate_hz or 0), clock=self.clock, spin_margin_s=s.spin_margin_s,
+            overrun=s.overrun, stop_event=self.stop_event, gc_in_slack=s.gc_in_slack, name=self.name,
+        )
+
+    def run(self, *, duration_s: float | None = None, max_ticks: int | None = None) -> ControlStats:
+        """setup, run the RateLoop until stopped (or for a duration / tick count), teardown."""
+        self._loop = loop = self.make_loop()
+        loop.realtime.update(self.realtime)
+        self.setup()
+        try:
+            self._loop_stats = loop.run(self.step, max_ticks=max_ticks, duration_s=duration_s)
+        finally:
+            self.teardown()
+        return self.stats_obj()
+
+    def start_thread(self, **run_kwargs: Any) -> threading.Thread:
+        """Run :meth:`run` in a daemon thread (placement ``thread``); ``stop()`` ends it."""
+        t = threading.Thread(target=self.run, kwargs=run_kwargs, name=f"{self.name}-loop", daemon=True)
+        t.start()
+        return t
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def step(self, tick: Tick) -> bool:
+        """One control cycle. Never raises for robot or setpoint trouble: it stops instead."""
+        rec = self.recorder
+        name = self.name
+        now = tick.wake_ns
+        try:
+            state = self.robot.read_state()
+        except RobotError as exc:
+            self._trip(f"robot state unreadable: {exc}", now)
+            self._finish_tick(tick)
+            return True
+        self._state = state
+
+        sample = self.setpoints.latest()
+        if sample is not None and sample.seq != self._last_seq:
+            self._last_seq = sample.seq
+            self._take_setpoint(sample.value, now, state)
+        elif not self._tripped and self._base_moving() and now - self._accepted_stamp_ns > self._timeout_ns:
+            age = (now - self._accepted_stamp_ns) / 1e9
+            self._trip(f"setpoint timeout: newest setpoint is {age:.3f} s old "
+                       f"(> {self.settings.setpoint_timeout_s} s) while the base moves", now)
+
+        if self.chunks is not None:
+            action = self.chunks.pop(tick.slot, state)
+            if action is not None and not self._tripped:
+                why = self.trajectory.try_set_goal(action)
+                if why is not None:
+                    self._trip(f"invalid chunk action: {why}", now)
+
+        if not self._tripped:
+            status = self.trajectory.step()
+            if status is TrajStatus.ERROR:
+                with self._stats_lock:
+                    self._stats.trajectory_errors += 1
+                self._trip(f"trajectory error: {self.trajectory.last_error}", now)
+            else:
+                cmd = RobotCommand(
+                    stamp_ns=now,
+                    mode=CommandMode.POSITION,
+                    arm=self.trajectory.position.copy(),
+                    base_vel=self._base_vel.copy(),
+                    gripper=self._gripper,
+                )
+                try:
+                    self.robot.send_command(cmd)
+                    self._stats.commands_sent += 1
+                except RobotError as exc:  # CommandRejected included: nothing was executed
+                    with self._stats_lock:
+                        self._stats.commands_rejected += 1
+                    self._trip(f"command rejected: {exc}", now)
+                if self.trajectory.calculation_us > self._stats.ruckig_max_us:
+                    self._stats.ruckig_max_us = self.trajectory.calculation_us
+
+        if self.state_out is not None:
+            self.state_out.publish(state)
+        self._finish_tick(tick)
+        rec.count(name)
+        return True
+
+    def _finish_tick(self, tick: Tick) -> None:
+        rec = self.recorder
+        lateness_ns = tick.wake_ns - tick.deadline_ns
+        if lateness_ns < 0:
+            lateness_ns = 0
+        step_s = (self.clock.now_ns() - tick.wake_ns) / 1e9
+        skipped = tick.slot - self._last_slot - 1 if self._last_slot >= 0 else 0
+        self._last_slot = tick.slot
+        self._lateness[tick.index % len(self._lateness)] = lateness_ns
+        with self._stats_lock:
+            self._lat_hist.record(lateness_ns / 1e9)
+            self._step_hist.record(max(step_s, 0.0))
+        rec.latency(self.name, max(step_s, 0.0))
+        rec.observe(self.name, "lateness", lateness_ns / 1e9)
+        if skipped > 0:
+            rec.miss(self.name, skipped)
+
+    def _base_moving(self) -> bool:
+        v = self._base_vel
+        return bool(v[0] != 0.0 or v[1] != 0.0 or v[2] != 0.0)
+
+    def _take_setpoint(self, value: Any, now: int, state: RobotState) -> None:
+        if isinstance(value, Setpoint):
+            sp = value
+        else:
+            try:
+                sp = Setpoint.from_array(np.asarray(value, dtype=float), self.dof)
+            except (ValueError, TypeError, IndexError) as exc:
+                self._trip(f"undecodable setpoint: {exc}", now)
+                return
+        why = check_setpoint(sp, self.limits)
+        if why is not None:
+            self._trip(f"invalid setpoint (seq {sp.seq}): {why}", now)
+            return
+        age_ns = now - sp.stamp_ns
+        if age_ns > self._timeout_ns:
+            self._trip(f"stale setpoint (seq {sp.seq}): {age_ns / 1e9:.3f} s old on arrival "
+                       f"(> {self.settings.setpoint_timeout_s} s)", now)
+            return
+        if self._tripped:
+            # Resume from where the robot actually is, not from where the trajectory was.
+            self.trajectory.reset(state.q)
+            self._tripped = False
+            with self._stats_lock:
+                self._stats.stopped = False
+            self.recorder.event(self.name, "watchdog_cleared", "fresh valid setpoint; resuming",
+                                seq=sp.seq)
+        self._accepted_stamp_ns = sp.stamp_ns
+        self._stats.setpoints_accepted += 1
+        if sp.arm_q is not None:
+            why = self.trajectory.try_set_goal(sp.arm_q)
+            if why is not None:
+                self._trip(f"arm goal refused: {why}", now)
+                return
+        if sp.base_vel is not None:
+            self._base_vel[:] = sp.base_vel
+        if sp.gripper is not None:
+            self._gripper = float(sp.gripper)
+
+    def _trip(self, reason: str, now: int) -> None:
+        """Safe stop: hold the arm, zero base velocity, record why, wait for a fresh setpoint."""
+        first = not self._tripped
+        self._tripped = True
+        self._base_vel[:] = 0.0
+        try:
+            self.robot.stop()
+        except RobotError as exc:
+            logger.error("%s: robot.stop() failed during a watchdog trip: %s", self.name, exc)
+        try:
+            state = self.robot.read_state()
+            self.trajectory.reset(state.q)
+        except (RobotError, ValueError):
+            self.trajectory.goal = None
+        with self._stats_lock:
+            self._stats.watchdog_trips += 1
+            self._stats.last_trip_reason = reason
+            self._stats.stopped = True
+        if first:
+            logger.warning("%s watchdog: %s", self.name, reason)
+        self.recorder.event(self.name, "watchdog", reason, stamp_ns=now)
+
+    # -- results ---------------------------------------------------------------------------
+
+    @property
+    def tripped(self) -> bool:
+        """True while the watchdog holds the robot stopped."""
+        return self._tripped
+
+    @property
+    def last_state(self) -> RobotState | None:
+        return self._state
+
+    def lateness_samples_us(self) -> np.ndarray:
+        """The most recent wake-up lateness samples, in microseconds (for plots)."""
+        loop = self._loop
+        ticks = loop.stats().ticks if loop is not None else 0
+        n = min(ticks, len(self._lateness))
+        if ticks <= len(self._lateness):
+            return self._lateness[:n] / 1e3
+        start = ticks % len(self._lateness)
+        return np.concatenate([self._lateness[start:], self._lateness[:start]]) / 1e3
+
+    def stats_obj(self) -> ControlStats:
+        """The loop's figures so far (safe to call from another thread)."""
+        loop = self._loop
+        ls = loop.stats() if loop is not None else None
+        with self._stats_lock:
+            s = ControlStats(**{**self._stats.as_dict()})
+            lat = self._lat_hist
+            if lat.count:
+                p = lat.percentiles((50, 99))
+                s.lateness_p50_us = p[50] * 1e6
+                s.lateness_p99_us = p[99] * 1e6
+                s.lateness_max_us = lat.max * 1e6
+            if self._step_hist.count:
+                s.loop_time_avg_ms = self._step_hist.mean * 1e3
+                s.loop_time_max_ms = self._step_hist.max * 1e3
+        if ls is not None:
+            s.ticks = ls.ticks
+            s.missed = ls.missed
+            s.on_time_rate = ls.on_time_rate
+            s.achieved_hz = ls.achieved_hz
+            s.realtime = dict(ls.realtime) or None
+        return s
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out.update(self.stats_obj().as_dict())
+        if self.chunks is not None:
+            out["chunks"] = self.chunks.stats()
+        return out

@@ -1,0 +1,422 @@
+"""Process placement for the control loop: its own process, pinned, fed through shared memory.
+
+A Python thread's wake-up can be delayed by any busy Python thread in the same process (the
+GIL's switch interval is 5 ms, half a control period). :class:`ControlProcess` runs the
+:class:`~rtvla.action.control.ControlLoop` in a ``spawn``-ed child process that builds and
+owns its robot (from a picklable factory), applies :class:`RealtimeSettings` (CPU affinity,
+SCHED_FIFO when permitted, frozen GC; the loop collects garbage only in slack time), reads
+setpoints from a shared-memory latest-value channel and publishes the robot's state and its
+running stats back through shared memory.
+
+Shutdown is clean: :meth:`ControlProcess.stop` sets a stop Event, the child stops its robot,
+sends its final stats (lateness summary, missed cycles, watchdog trips, lateness samples)
+over a pipe and exits. The child is a daemon and also watches its parent: if the parent
+dies, the child stops the robot and exits instead of driving it unsupervised.
+
+Usage::
+
+    factory = functools.partial(KinematicRobot, dof=6)        # module-level: picklable
+    with ControlProcess(factory, dof=6, settings=ControlSettings(cpu=1)) as proc:
+        proc.publish(Setpoint(stamp_ns=MONOTONIC.now_ns(), arm_q=goal))
+        state = proc.latest_state()
+    print(proc.final_stats["lateness_p99_us"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rtvla.action.control import ControlLoop, ControlSettings
+from rtvla.action.setpoints import Setpoint
+from rtvla.channels.shm import SharedArrayChannel, ShmSpec
+from rtvla.errors import ComponentError
+from rtvla.metrics import Recorder
+from rtvla.robots.base import Robot, RobotState
+from rtvla.timing import MONOTONIC, RealtimeSettings, apply_realtime
+
+__all__ = ["ControlProcess", "ProcessState", "state_array_size", "state_from_array"]
+
+logger = logging.getLogger(__name__)
+
+# Live stats layout (float64): published every _STATS_EVERY ticks.
+_STATS_FIELDS = (
+    "ticks", "missed", "watchdog_trips", "stopped", "lateness_max_us", "loop_time_max_ms",
+    "achieved_hz", "on_time_rate", "setpoints_accepted",
+)
+_STATS_EVERY = 10
+_PARENT_CHECK_S = 0.2
+
+
+def state_array_size(dof: int) -> int:
+    """Floats in the shared state layout: [stamp, tick, tripped, gripper, q, dq, pose(3), vel(3)]."""
+    return 4 + 2 * dof + 6
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """The robot state the control process published, with its tick and watchdog status."""
+
+    state: RobotState
+    tick: int
+    tripped: bool
+
+
+def _state_to_array(state: RobotState, tick: int, tripped: bool, out: np.ndarray) -> np.ndarray:
+    dof = len(state.q)
+    out[0] = float(state.stamp_ns)
+    out[1] = float(tick)
+    out[2] = 1.0 if tripped else 0.0
+    out[3] = float(state.gripper)
+    out[4 : 4 + dof] = state.q
+    out[4 + dof : 4 + 2 * dof] = state.dq
+    out[4 + 2 * dof : 7 + 2 * dof] = state.base_pose
+    out[7 + 2 * dof : 10 + 2 * dof] = state.base_vel
+    return out
+
+
+def state_from_array(arr: np.ndarray, dof: int) -> ProcessState:
+    """Decode the shared state layout (see :func:`state_array_size`)."""
+    state = RobotState(
+        stamp_ns=int(arr[0]),
+        q=arr[4 : 4 + dof].copy(),
+        dq=arr[4 + dof : 4 + 2 * dof].copy(),
+        effort=np.zeros(dof),
+        base_pose=arr[4 + 2 * dof : 7 + 2 * dof].copy(),
+        base_vel=arr[7 + 2 * dof : 10 + 2 * dof].copy(),
+        gripper=float(arr[3]),
+    )
+    return ProcessState(state=state, tick=int(arr[1]), tripped=bool(arr[2]))
+
+
+class _StatePublisher:
+    """The loop's ``state_out``: encodes each tick's state into shm, stats every few ticks."""
+
+    name = "control_state"
+
+    def __init__(self, state_ch: SharedArrayChannel, stats_ch: SharedArrayChannel, dof: int) -> None:
+        self.state_ch = state_ch
+        self.stats_ch = stats_ch
+        self.loop: ControlLoop | None = None
+        self._buf = np.zeros(state_array_size(dof))
+        self._stats_buf = np.zeros(len(_STATS_FIELDS))
+        self._n = 0
+
+    def publish(self, state: RobotState) -> int:
+        loop = self.loop
+        tripped = loop.tripped if loop is not None else False
+        seq = self.state_ch.publish(_state_to_array(state, self._n, tripped, self._buf))
+        self._n += 1
+        if loop is not None and self._n % _STATS_EVERY == 0:
+            s = loop.stats_obj()
+            for i, key in enumerate(_STATS_FIELDS):
+                self._stats_buf[i] = float(getattr(s, key))
+            self.stats_ch.publish(self._stats_buf)
+        return seq
+
+    def latest(self) -> Any:
+        return None
+
+    def wait_newer(self, seq: int, timeout: float | None = None) -> Any:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _watch(stop: Any, loop: ControlLoop, ppid: int) -> None:
+    """Stop the loop when the parent asks (Event) or dies (re-parented child)."""
+    while not stop.wait(_PARENT_CHECK_S):
+        if os.getppid() != ppid:
+            logger.error("control process: parent %d died; stopping the robot", ppid)
+            break
+    loop.stop()
+
+
+def _child_main(
+    robot_factory: Callable[[], Robot],
+    settings: ControlSettings,
+    rate_hz: float,
+    realtime: RealtimeSettings,
+    specs: tuple[ShmSpec, ShmSpec, ShmSpec],
+    stop: Any,
+    conn: Any,
+    ppid: int,
+    duration_s: float | None,
+) -> None:
+    sp_ch = state_ch = stats_ch = None
+    robot = None
+    try:
+        sp_ch = SharedArrayChannel.attach(specs[0])
+        state_ch = SharedArrayChannel.attach(specs[1])
+        stats_ch = SharedArrayChannel.attach(specs[2])
+        robot = robot_factory()
+        robot.connect()
+        recorder = Recorder()
+        publisher = _StatePublisher(state_ch, stats_ch, robot.limits.dof)
+        loop = ControlLoop(robot, sp_ch, recorder=recorder, settings=settings, rate_hz=rate_hz,
+                           state_out=publisher)
+        publisher.loop = loop
+        # Real-time setup last: the imports and allocations above are then frozen with gc.
+        loop.realtime = apply_realtime(realtime)
+        watcher = threading.Thread(target=_watch, args=(stop, loop, ppid), name="control-watch",
+                                   daemon=True)
+        watcher.start()
+        conn.send(("ready", {"pid": os.getpid(), "realtime": loop.realtime}))
+        stats = loop.run(duration_s=duration_s)
+        stop.set()
+        watcher.join(1.0)
+        snapshot = recorder.snapshot() if hasattr(recorder, "snapshot") else {}
+        conn.send(("stats", {
+            **stats.as_dict(),
+            "lateness_us": loop.lateness_samples_us().tolist(),
+            "events": [e.as_dict() for e in recorder.events],
+            "recorder": snapshot.get("control", {}),
+        }))
+    except BaseException as exc:  # report anything to the parent, then exit non-zero
+        try:
+            if robot is not None:
+                robot.stop()
+        except Exception:
+            pass
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        raise SystemExit(1) from None
+    finally:
+        if robot is not None:
+            try:
+                robot.close()
+            except Exception as exc:
+                logger.warning("control process: robot.close() failed: %s", exc)
+        for ch in (sp_ch, state_ch, stats_ch):
+            if ch is not None:
+                ch.close()
+        conn.close()
+
+
+class ControlProcess:
+    """Runs a :class:`ControlLoop` in its own process. See the module docstring.
+
+    Args:
+        robot_factory: picklable zero-argument callable that builds the robot in the child
+            (a module-level class or ``functools.partial`` of one).
+        dof: the robot's arm joints (sizes the shared setpoint and state layouts).
+        settings: the ``[control]`` table; ``cpu``/``fifo_priority``/``freeze_gc`` feed the
+            default real-time settings.
+        rate_hz: the control rate (the control budget's rate).
+        realtime: explicit real-time settings (overrides those from ``settings``).
+        duration_s: end the loop by itself after this long (None: run until :meth:`stop`).
+        start_timeout_s: how long the child may take to import, build its robot and report.
+    """
+
+    def __init__(
+        self,
+        robot_factory: Callable[[], Robot],
+        dof: int,
+        *,
+        settings: ControlSettings | None = None,
+        rate_hz: float = 100.0,
+        realtime: RealtimeSettings | None = None,
+        duration_s: float | None = None,
+        start_timeout_s: float = 60.0,
+        name: str = "control",
+    ) -> None:
+        if not (isinstance(dof, int) and dof >= 1):
+            raise ComponentError(f"dof must be an integer >= 1, got {dof!r}")
+        self.robot_factory = robot_factory
+        self.dof = dof
+        self.settings = settings if settings is not None else ControlSettings(placement="process")
+        self.rate_hz = float(rate_hz)
+        s = self.settings
+        self.realtime = realtime if realtime is not None else RealtimeSettings(
+            cpus=[s.cpu] if s.cpu is not None else None, fifo_priority=s.fifo_priority,
+            freeze_gc=s.freeze_gc,
+        )
+        self.duration_s = duration_s
+        self.start_timeout_s = start_timeout_s
+        self.name = name
+        self.final_stats: dict[str, Any] | None = None
+        self.child_info: dict[str, Any] = {}
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Any = None
+        self._stop = self._ctx.Event()
+        self.setpoints: SharedArrayChannel | None = None
+        self._state_ch: SharedArrayChannel | None = None
+        self._stats_ch: SharedArrayChannel | None = None
+        self._sp_seq = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> ControlProcess:
+        """Create the channels, spawn the child and wait until its loop is about to run."""
+        if self._proc is not None:
+            raise ComponentError(f"{self.name}: control process already started")
+        dof = self.dof
+        self.setpoints = SharedArrayChannel.create(f"{self.name}-setpoints", (Setpoint.array_size(dof),),
+                                                   np.float64)
+        self._state_ch = SharedArrayChannel.create(f"{self.name}-state", (state_array_size(dof),),
+                                                   np.float64)
+        self._stats_ch = SharedArrayChannel.create(f"{self.name}-stats", (len(_STATS_FIELDS),),
+                                                   np.float64)
+        parent_conn, child_conn = self._ctx.Pipe(duplex=False)
+        self._conn = parent_conn
+        specs = (self.setpoints.spec, self._state_ch.spec, self._stats_ch.spec)
+        self._proc = self._ctx.Process(
+            target=_child_main,
+            args=(self.robot_factory, self.settings, self.rate_hz, self.realtime, specs,
+                  self._stop, child_conn, os.getpid(), self.duration_s),
+            name=f"rtvla-{self.name}", daemon=True,
+        )
+        try:
+            self._proc.start()
+        except Exception:
+            self._release_channels()
+            raise
+        child_conn.close()
+        if not parent_conn.poll(self.start_timeout_s):
+            self._kill()
+            raise ComponentError(
+                f"{self.name}: control process did not report ready within {self.start_timeout_s} s")
+        try:
+            kind, payload = parent_conn.recv()
+        except EOFError:
+            self._kill()
+            raise ComponentError(f"{self.name}: control process exited during start "
+                                 f"(exit code {self._proc.exitcode})") from None
+        if kind != "ready":
+            self._kill()
+            raise ComponentError(f"{self.name}: control process failed to start: {payload}")
+        self.child_info = payload
+        logger.info("%s: control process %s running (%s)", self.name, payload.get("pid"),
+                    payload.get("realtime"))
+        return self
+
+    def stop(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Stop the loop (robot stopped), collect its final stats, reap the child, free shm."""
+        if self._proc is None:
+            raise ComponentError(f"{self.name}: control process was not started")
+        self._stop.set()
+        try:
+            self._collect(timeout)
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                logger.error("%s: control process did not exit in %.1f s; terminating", self.name, timeout)
+                self._kill()
+        finally:
+            self._release_channels()
+        if self.final_stats is None:
+            raise ComponentError(f"{self.name}: control process ended without stats "
+                                 f"(exit code {self._proc.exitcode})")
+        return self.final_stats
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """Wait for a loop started with ``duration_s`` to finish; returns its stats."""
+        if self._proc is None:
+            raise ComponentError(f"{self.name}: control process was not started")
+        self._collect(timeout)
+        return self.final_stats
+
+    def __enter__(self) -> ControlProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and (self._proc.is_alive() or self.final_stats is None):
+            try:
+                self.stop()
+            except ComponentError as err:
+                logger.error("%s: %s", self.name, err)
+        else:
+            self._release_channels()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    # -- data ------------------------------------------------------------------------------
+
+    def publish(self, setpoint: Setpoint) -> int:
+        """Send a setpoint to the control loop through shared memory; returns its seq."""
+        if self.setpoints is None:
+            raise ComponentError(f"{self.name}: control process was not started")
+        return self.setpoints.publish(setpoint.to_array(self.dof))
+
+    def latest_state(self) -> ProcessState | None:
+        """The newest state the loop published (None before its first tick)."""
+        if self._state_ch is None:
+            return None
+        sample = self._state_ch.latest()
+        return None if sample is None else state_from_array(sample.value, self.dof)
+
+    def wait_state(self, timeout: float) -> ProcessState | None:
+        """Block until the loop publishes a new state (None on timeout)."""
+        if self._state_ch is None:
+            return None
+        seq = self._state_ch.seq
+        sample = self._state_ch.wait_newer(seq, timeout)
+        return None if sample is None else state_from_array(sample.value, self.dof)
+
+    def live_stats(self) -> dict[str, float]:
+        """Running figures the child publishes ten times a second (empty before that)."""
+        if self._stats_ch is None:
+            return dict(self.final_stats or {})
+        sample = self._stats_ch.latest()
+        if sample is None:
+            return {}
+        return {k: float(v) for k, v in zip(_STATS_FIELDS, sample.value)}
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _collect(self, timeout: float | None) -> None:
+        conn = self._conn
+        if conn is None or self.final_stats is not None:
+            return
+        deadline = None if timeout is None else MONOTONIC.now_ns() + int(timeout * 1e9)
+        while True:
+            remaining = None if deadline is None else max(0.0, (deadline - MONOTONIC.now_ns()) / 1e9)
+            if not conn.poll(remaining):
+                return
+            try:
+                kind, payload = conn.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "stats":
+                self.final_stats = payload
+                return
+            if kind == "error":
+                raise ComponentError(f"{self.name}: control process failed: {payload}")
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(3.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(3.0)
+        self._release_channels()
+
+    def _release_channels(self) -> None:
+        for attr in ("setpoints", "_state_ch", "_stats_ch"):
+            ch = getattr(self, attr)
+            if ch is not None:
+                ch.close()
+                ch.unlink()
+                setattr(self, attr, None)
+        if self._conn is not None and self.final_stats is not None:
+            self._conn.close()
+            self._conn = None
