@@ -51,3 +51,56 @@ class KinematicBase:
         from rtvla.action.dwa import rollout
 
         self.pose = rollout(self.pose, np.asarray(vel, dtype=float)[None, :], np.array([dt]))[0, 0]
+
+
+@pytest.fixture
+def lockstep_stack():
+    """Build a lock-step stack: SimRobot + ControlLoop + (optional) Navigator + executor.
+
+    Returns a factory ``make(place="table", world=None, settings=None, navigator=True)`` that
+    yields a namespace with ``sim, clock, recorder, setpoints, control, ctx, executor, driver``
+    and ``navigator``.
+    """
+    from types import SimpleNamespace
+
+    from rtvla.action.control import ControlLoop
+    from rtvla.action.executor import LockstepDriver, TaskExecutor
+    from rtvla.action.skills import SceneInfo, SetpointWriter, SkillContext, SkillSettings
+    from rtvla.action.world import GroundTruthPerception
+    from rtvla.channels import LatestValue
+    from rtvla.metrics import Recorder
+    from rtvla.robots.sim import SimRobot
+    from rtvla.timing import FakeClock
+
+    made = []
+
+    def make(place="table", *, world=None, settings=None, navigator=None, progress=None):
+        clock = FakeClock(1_000_000_000)
+        rec = Recorder(clock=clock)
+        sim = SimRobot(lockstep=True, clock=clock)
+        sim.connect()
+        made.append(sim)
+        if place is not None:
+            sim.teleport_base(sim.scene.place(place).pose)
+        sp = LatestValue("setpoints", clock=clock)
+        control = ControlLoop(sim, sp, recorder=rec, clock=clock)
+        nav = navigator(sim, sp, clock, rec) if navigator is not None else None
+        ctx = SkillContext(
+            read_state=sim.read_state,
+            setpoints=SetpointWriter(sp, clock=clock),
+            navigator=nav,
+            kinematics=sim.kinematics,
+            world=world(sim, clock) if world is not None else GroundTruthPerception(sim, clock=clock),
+            scene=SceneInfo.from_sim(sim),
+            settings=settings or SkillSettings(),
+            recorder=rec,
+            clock=clock,
+        )
+        ex = TaskExecutor(ctx, on_progress=progress)
+        driver = LockstepDriver(sim, control, clock, navigator=nav)
+        return SimpleNamespace(sim=sim, clock=clock, recorder=rec, setpoints=sp, control=control,
+                               ctx=ctx, executor=ex, driver=driver, navigator=nav)
+
+    yield make
+    for sim in made:
+        sim.close()
