@@ -7,6 +7,8 @@ executor's skills, VLA policies) and the 100 Hz control loop.
 
 from __future__ import annotations
 
+from rtvla.action.chunks import ActionChunkQueue, ChunkError, ChunkRequest, MergeStrategy
+from rtvla.action.control import ControlLoop, ControlSettings, ControlStats, check_setpoint
 from rtvla.action.dwa import DWAConfig, DWAPlanner, DWAResult
 from rtvla.action.executor import (
     ExecStatus,
@@ -20,10 +22,24 @@ from rtvla.action.grid import GridMap, as_grid_map, plan_path
 from rtvla.action.navigation import Navigator, NavigatorConfig, NavState, NavStatus
 from rtvla.action.setpoints import Setpoint
 from rtvla.action.skills import SKILLS, SceneInfo, SetpointWriter, SkillContext, SkillSettings
+from rtvla.action.trajectory import (
+    ArmTrajectory,
+    SampledTrajectory,
+    TrajStatus,
+    check_goal,
+    plan_trajectory,
+)
 from rtvla.action.world import GroundTruthPerception, ObjectEstimate, WorldModel
 
 __all__ = [
     "SKILLS",
+    "ActionChunkQueue",
+    "ArmTrajectory",
+    "ChunkError",
+    "ChunkRequest",
+    "ControlLoop",
+    "ControlSettings",
+    "ControlStats",
     "DWAConfig",
     "DWAPlanner",
     "DWAResult",
@@ -32,12 +48,14 @@ __all__ = [
     "GridMap",
     "GroundTruthPerception",
     "LockstepDriver",
+    "MergeStrategy",
     "NavState",
     "NavStatus",
     "Navigator",
     "NavigatorConfig",
     "ObjectEstimate",
     "Progress",
+    "SampledTrajectory",
     "SceneInfo",
     "Setpoint",
     "SetpointWriter",
@@ -45,37 +63,11 @@ __all__ = [
     "SkillSettings",
     "StepResult",
     "TaskExecutor",
+    "TrajStatus",
     "WorldModel",
     "as_grid_map",
+    "check_goal",
+    "check_setpoint",
     "plan_path",
+    "plan_trajectory",
 ]
-
-# The control engineer's modules: imported guarded until they are committed.
-try:
-    from rtvla.action.chunks import ActionChunkQueue, ChunkError, ChunkRequest, MergeStrategy
-    from rtvla.action.control import ControlLoop, ControlSettings, ControlStats, check_setpoint
-    from rtvla.action.trajectory import (
-        ArmTrajectory,
-        SampledTrajectory,
-        TrajStatus,
-        check_goal,
-        plan_trajectory,
-    )
-except ImportError:  # pragma: no cover - only while those modules have not landed
-    pass
-else:
-    __all__ += [
-        "ActionChunkQueue",
-        "ArmTrajectory",
-        "ChunkError",
-        "ChunkRequest",
-        "ControlLoop",
-        "ControlSettings",
-        "ControlStats",
-        "MergeStrategy",
-        "SampledTrajectory",
-        "TrajStatus",
-        "check_goal",
-        "check_setpoint",
-        "plan_trajectory",
-    ]
