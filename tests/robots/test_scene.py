@@ -40,7 +40,7 @@ def test_bad_reference_and_bad_values_are_named(tmp_path) -> None:
     )
     with pytest.raises(ConfigError, match=r"objects\.red_cube\.place = 'garage'"):
         load_scene(bad)
-    bad.write_text(text.replace("robot_radius_m = 0.36", "robot_radius_m = -1"))
+    bad.write_text(text.replace("robot_radius_m = 0.30", "robot_radius_m = -1"))
     with pytest.raises(ConfigError, match="robot_radius_m"):
         load_scene(bad)
     with pytest.raises(ConfigError, match="does not exist"):

@@ -12,6 +12,8 @@ headless. Usage::
 from __future__ import annotations
 
 from rtvla.robots.sim import _gl  # noqa: F401  (must run before mujoco is imported)
+from rtvla.robots.sim.camera import CameraIntrinsics, CameraUnavailable, SimCamera, SimFrame
+from rtvla.robots.sim.grid import OccupancyGrid, occupancy_grid
 from rtvla.robots.sim.kinematics import SimKinematics
 from rtvla.robots.sim.robot import SimRobot, SimStats
 from rtvla.robots.sim.scene import (
@@ -25,14 +27,20 @@ from rtvla.robots.sim.scene import (
 )
 
 __all__ = [
+    "CameraIntrinsics",
+    "CameraUnavailable",
     "ObjectSpec",
+    "OccupancyGrid",
     "Place",
     "ReceptacleSpec",
     "RobotWiring",
     "SceneConfig",
+    "SimCamera",
+    "SimFrame",
     "SimKinematics",
     "SimRobot",
     "SimStats",
     "assets_dir",
     "load_scene",
+    "occupancy_grid",
 ]

@@ -36,6 +36,7 @@ import numpy as np
 from rtvla.errors import ConfigError, RobotError
 from rtvla.metrics import Recorder
 from rtvla.robots.base import CommandMode, RobotCommand, RobotLimits, RobotState, validate_command
+from rtvla.robots.sim.grid import OccupancyGrid, occupancy_grid
 from rtvla.robots.sim.kinematics import SimKinematics
 from rtvla.robots.sim.scene import SceneConfig, load_scene
 from rtvla.timing import MONOTONIC, Clock
@@ -535,6 +536,13 @@ class SimRobot:
         """(x, y, z) of the grasp site (between the fingertips) in the world frame."""
         with self._lock:
             return self.data.site_xpos[self._site].copy()
+
+    def occupancy_grid(
+        self, resolution_m: float = 0.05, inflate_m: float | None = None
+    ) -> OccupancyGrid:
+        """The static scene's occupancy grid for navigation (see :func:`occupancy_grid`)."""
+        inflate = self.scene.robot_radius_m if inflate_m is None else inflate_m
+        return occupancy_grid(self.model, resolution_m=resolution_m, inflate_m=inflate)
 
     def qpos_snapshot(self) -> np.ndarray:
         """A copy of the full ``qpos`` (for rendering or kinematics elsewhere)."""

@@ -1,0 +1,339 @@
+"""``SimCamera``: the robot's head camera (RGB + depth) rendered offscreen by MuJoCo.
+
+It matches perception's ``FrameSource`` by shape (``open``/``close``/``read`` and frames with
+``image, stamp_ns, seq, depth, intrinsics``) without importing ``rtvla.perception``.
+
+Rendering never blocks physics: each frame copies the robot's ``qpos`` (a brief lock) and
+renders it on a private ``MjData``. By default a thread renders at ``rate_hz`` and
+``read()`` returns the newest frame; with ``threaded=False`` ``read()`` renders on demand in
+the caller's thread (deterministic, for lock-step runs). The GL context lives in the thread
+that renders, as EGL requires.
+
+Usage::
+
+    with SimRobot() as robot, SimCamera(robot, width=640, height=480, rate_hz=30) as cam:
+        frame = cam.wait_frame(timeout=2.0)
+        T = cam.camera_pose_world(frame.seq)    # 4x4, OpenCV axes: x right, y down, z forward
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import mujoco  # MUJOCO_GL was set by rtvla.robots.sim.__init__ (imports _gl first)
+import numpy as np
+
+from rtvla.errors import ConfigError, RenderError, SourceError
+from rtvla.metrics import Recorder
+from rtvla.robots.sim._gl import gl_backend
+from rtvla.robots.sim.robot import SimRobot
+from rtvla.timing import MONOTONIC, Clock
+
+__all__ = ["CameraIntrinsics", "CameraUnavailable", "SimCamera", "SimFrame"]
+
+logger = logging.getLogger(__name__)
+
+# MuJoCo cameras look along -z with y up; OpenCV looks along +z with y down.
+_MJ_TO_CV = np.diag([1.0, -1.0, -1.0])
+_POSE_HISTORY = 16
+
+
+class CameraUnavailable(RenderError, SourceError):
+    """Offscreen rendering failed; both a robot error and a perception source error."""
+
+
+@dataclass(frozen=True, slots=True)
+class CameraIntrinsics:
+    """Pinhole intrinsics in pixels (OpenCV convention: pixel centres at integer coordinates)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @classmethod
+    def from_fovy(cls, width: int, height: int, fovy_deg: float) -> CameraIntrinsics:
+        f = 0.5 * height / math.tan(math.radians(fovy_deg) / 2.0)
+        return cls(f, f, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
+
+    def matrix(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+
+@dataclass(frozen=True, slots=True)
+class SimFrame:
+    """One rendered frame: RGB ``uint8`` HxWx3, depth ``float32`` HxW metres (or None)."""
+
+    image: np.ndarray = field(repr=False)
+    stamp_ns: int
+    seq: int
+    depth: np.ndarray | None = field(default=None, repr=False)
+    intrinsics: CameraIntrinsics | None = None
+
+
+class SimCamera:
+    """A MuJoCo camera of ``robot``'s scene as a frame source (a context manager).
+
+    ``camera``: MJCF camera name (default: the scene's head camera). ``rate_hz``: render
+    rate of the thread. ``depth``: also render depth (a second pass, about twice the cost).
+    ``recorder``: render latency as metric ``render`` and one ``count`` per frame of
+    component ``name``.
+    """
+
+    def __init__(
+        self,
+        robot: SimRobot,
+        *,
+        width: int = 640,
+        height: int = 480,
+        rate_hz: float = 30.0,
+        depth: bool = True,
+        camera: str | None = None,
+        threaded: bool = True,
+        clock: Clock = MONOTONIC,
+        recorder: Recorder | None = None,
+        name: str = "sim_camera",
+        open_timeout_s: float = 15.0,
+    ) -> None:
+        model = robot.model
+        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+            raise ConfigError(f"camera resolution must be positive integers, got {width}x{height}")
+        if width > model.vis.global_.offwidth or height > model.vis.global_.offheight:
+            raise ConfigError(
+                f"camera resolution {width}x{height} exceeds the scene's offscreen buffer "
+                f"{model.vis.global_.offwidth}x{model.vis.global_.offheight}"
+            )
+        if not (rate_hz > 0 and math.isfinite(rate_hz)):
+            raise ConfigError(f"camera rate_hz must be > 0, got {rate_hz}")
+        cam_name = camera or robot.scene.robot.camera
+        self._cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, cam_name)
+        if self._cam < 0:
+            raise ConfigError(f"no camera named {cam_name!r} in the scene")
+        self.robot = robot
+        self.model = model
+        self.name = name
+        self.width, self.height = width, height
+        self.rate_hz = float(rate_hz)
+        self.depth_enabled = depth
+        self.threaded = threaded
+        self.intrinsics = CameraIntrinsics.from_fovy(
+            width, height, float(model.cam_fovy[self._cam])
+        )
+        self._clock = clock
+        self._recorder = recorder
+        self._open_timeout_s = open_timeout_s
+        self._data = mujoco.MjData(model)
+        self._renderer: mujoco.Renderer | None = None
+        self._cond = threading.Condition()
+        self._latest: SimFrame | None = None
+        self._poses: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._seq = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._open = False
+        self.frames_rendered = 0
+        self.render_s_total = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        """Create the GL context and start rendering; raises :class:`CameraUnavailable`."""
+        if self._open:
+            return
+        self._stop.clear()
+        self._error = None
+        if self.threaded:
+            self._ready.clear()
+            self._thread = threading.Thread(
+                target=self._run, name=f"{self.name}-render", daemon=True
+            )
+            self._thread.start()
+            if not self._ready.wait(self._open_timeout_s):
+                self._stop.set()
+                raise CameraUnavailable(
+                    f"{self.name}: renderer did not start within {self._open_timeout_s} s (MUJOCO_GL={gl_backend()!r})"
+                )
+            if self._error is not None:
+                self._thread.join(timeout=2.0)
+                self._thread = None
+                raise self._error
+        else:
+            self._renderer = self._make_renderer()
+        self._open = True
+        logger.info(
+            "%s open: %dx%d at %.0f Hz%s (%s)",
+            self.name,
+            self.width,
+            self.height,
+            self.rate_hz,
+            " + depth" if self.depth_enabled else "",
+            "thread" if self.threaded else "on demand",
+        )
+
+    def close(self) -> None:
+        """Stop rendering and release the GL context. Idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        self._open = False
+
+    def __enter__(self) -> SimCamera:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+    def read(self) -> SimFrame | None:
+        """The newest frame (threaded), or a frame rendered now (``threaded=False``)."""
+        if not self._open:
+            return None
+        if not self.threaded:
+            return self._capture()
+        with self._cond:
+            return self._latest
+
+    def wait_frame(self, after_seq: int = -1, timeout: float = 2.0) -> SimFrame:
+        """Block until a frame with ``seq > after_seq`` exists; ``TimeoutError`` otherwise."""
+        if not self._open:
+            raise RenderError(f"{self.name}: wait_frame() before open()")
+        if not self.threaded:
+            return self._capture()
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: (
+                    (self._latest is not None and self._latest.seq > after_seq)
+                    or self._error is not None
+                ),
+                timeout,
+            )
+            if self._error is not None:
+                raise self._error
+            if not ok or self._latest is None:
+                raise TimeoutError(
+                    f"{self.name}: no frame newer than seq {after_seq} within {timeout} s"
+                )
+            return self._latest
+
+    def camera_pose_world(self, seq: int | None = None) -> np.ndarray:
+        """4x4 camera-to-world transform in OpenCV axes (x right, y down, z forward).
+
+        ``seq``: the pose at which that recent frame was rendered; default: the newest
+        frame's, or the camera's current pose when no frame exists yet.
+        """
+        with self._cond:
+            if seq is not None:
+                if seq not in self._poses:
+                    raise KeyError(
+                        f"{self.name}: no pose kept for frame seq {seq} (only the last {_POSE_HISTORY})"
+                    )
+                return self._poses[seq].copy()
+            if self._poses:
+                return next(reversed(self._poses.values())).copy()
+        return self._pose_from(
+            self.robot.frame_pose(self.model.camera(self._cam).name, kind="camera")
+        )
+
+    # ------------------------------------------------------------------ rendering
+    def _make_renderer(self) -> mujoco.Renderer:
+        try:
+            return mujoco.Renderer(self.model, height=self.height, width=self.width)
+        except Exception as exc:  # GL failures surface as several exception types
+            raise CameraUnavailable(
+                f"{self.name}: MuJoCo offscreen rendering unavailable with MUJOCO_GL={gl_backend()!r} "
+                f"({type(exc).__name__}: {exc}); install an EGL driver (libegl1, libgl1) or set "
+                "MUJOCO_GL=osmesa"
+            ) from exc
+
+    @staticmethod
+    def _pose_from(mj_pose: np.ndarray) -> np.ndarray:
+        out = mj_pose.copy()
+        out[:3, :3] = mj_pose[:3, :3] @ _MJ_TO_CV
+        return out
+
+    def _capture(self) -> SimFrame:
+        """Render the robot's current configuration now (in the thread owning the renderer)."""
+        r = self._renderer
+        if r is None:
+            raise RenderError(f"{self.name}: not open")
+        m, d = self.model, self._data
+        qpos = self.robot.qpos_snapshot()
+        stamp = self._clock.now_ns()
+        t0 = self._clock.now_ns()
+        d.qpos[:] = qpos
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_camlight(m, d)
+        r.update_scene(d, camera=self._cam)
+        image = r.render()
+        depth = None
+        if self.depth_enabled:
+            r.enable_depth_rendering()
+            try:
+                depth = r.render().astype(np.float32, copy=False)
+            finally:
+                r.disable_depth_rendering()
+        pose = np.eye(4)
+        pose[:3, :3] = d.cam_xmat[self._cam].reshape(3, 3) @ _MJ_TO_CV
+        pose[:3, 3] = d.cam_xpos[self._cam]
+        elapsed = (self._clock.now_ns() - t0) * 1e-9
+        self.render_s_total += elapsed
+        self.frames_rendered += 1
+        if self._recorder is not None:
+            self._recorder.observe(self.name, "render", elapsed)
+            self._recorder.count(self.name)
+        image.setflags(write=False)
+        if depth is not None:
+            depth.setflags(write=False)
+        with self._cond:
+            self._seq += 1
+            frame = SimFrame(
+                image=image, stamp_ns=stamp, seq=self._seq, depth=depth, intrinsics=self.intrinsics
+            )
+            self._latest = frame
+            self._poses[frame.seq] = pose
+            while len(self._poses) > _POSE_HISTORY:
+                self._poses.popitem(last=False)
+            self._cond.notify_all()
+        return frame
+
+    def _run(self) -> None:
+        try:
+            self._renderer = self._make_renderer()
+        except CameraUnavailable as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        period_ns = int(1e9 / self.rate_hz)
+        next_ns = self._clock.now_ns()
+        try:
+            while True:
+                delay = (next_ns - self._clock.now_ns()) * 1e-9
+                if self._stop.wait(max(0.0, delay)):
+                    break
+                self._capture()
+                next_ns += period_ns
+                now = self._clock.now_ns()
+                if next_ns < now:  # fell behind: skip to the next slot instead of bursting
+                    next_ns = now + period_ns - (now - next_ns) % period_ns
+        except Exception as exc:
+            logger.exception("%s: rendering failed", self.name)
+            with self._cond:
+                self._error = RenderError(f"{self.name}: rendering failed: {exc}")
+                self._cond.notify_all()
+        finally:
+            if self._renderer is not None:
+                self._renderer.close()
+                self._renderer = None
