@@ -9,7 +9,8 @@ over the window only (not since start, so the optimizer can see a recovery).
 :class:`~rtvla.resources.SystemMonitor`. The Recorder only offers cumulative histograms or an
 *interval* snapshot that resets them (the metrics time series owns that one), so windowed
 figures come from differencing copies of the cumulative histogram's bucket counts; the one
-place that reads the Recorder's internals is :func:`_cumulative`.
+place that reads the Recorder's internals is :func:`_cumulative`; the window itself is
+built with the histogram's public ``counts()``/``since()``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from rtvla.metrics import LatencyHistogram, Recorder
 from rtvla.resources import SystemMonitor
@@ -54,33 +57,46 @@ class SignalSource(Protocol):
         ...
 
 
-def _cumulative(recorder: Recorder, component: str) -> tuple[tuple[int, ...], int] | None:
-    """Copies of the cumulative latency bucket counts and missed cycles of ``component``."""
-    series = recorder._series.get(component)  # private: see the module docstring
+@dataclass(frozen=True)
+class _Mark:
+    """Cumulative latency state of one component at one read."""
+
+    stamp_ns: int
+    counts: np.ndarray
+    count: int
+    total_s: float
+    missed: int
+
+
+def _cumulative(recorder: Recorder, component: str, now_ns: int) -> _Mark | None:
+    """The cumulative state of ``component``, or None when the recorder has no such series.
+
+    Reads the Recorder's internals (its per-component series, pending-sample flush and
+    cumulative histogram): it exposes no windowed view that leaves the time series' interval
+    snapshot alone. Kept to this one function so a Recorder change breaks one place.
+    """
+    series = recorder._series.get(component)  # private: see the docstring
     if series is None:
         return None
+    flush = getattr(type(recorder), "_flush", None)
+    if flush is not None:
+        flush(series)  # fold samples still pending in the hot-path buffer
     with series.lock:
-        return tuple(series.hist._counts), int(series.missed)
+        h = series.hist
+        return _Mark(now_ns, h.counts(), int(h.count), float(h.sum), int(series.missed))
 
 
-def _p99_of_diff(new: tuple[int, ...], old: tuple[int, ...] | None, q: float = 99.0) -> tuple[float, int]:
-    """(percentile in seconds, sample count) of the samples between two bucket-count copies."""
-    diff = [n - (old[i] if old is not None else 0) for i, n in enumerate(new)]
-    total = sum(diff)
-    if total <= 0:
-        return math.nan, 0
-    rank = q / 100.0 * total
-    seen = 0
-    for idx, c in enumerate(diff):
-        if c <= 0:
-            continue
-        seen += c
-        if seen >= rank:
-            return _BUCKETS._bucket_value(idx), total
-    return math.nan, total
+_ZERO = LatencyHistogram()  # never recorded into: the origin for windowed histograms
 
 
-_BUCKETS = LatencyHistogram()  # same default range as the Recorder's: maps bucket index -> seconds
+def _window_p99(cur: _Mark, base: _Mark | None) -> float:
+    """p99 in seconds of the samples recorded between ``base`` and ``cur``."""
+    counts = cur.counts if base is None else cur.counts - base.counts
+    count = cur.count - (base.count if base is not None else 0)
+    total = cur.total_s - (base.total_s if base is not None else 0.0)
+    # zero - (-window) = window: the histogram's public ``since`` builds it from counts.
+    window = _ZERO.since(-counts, -count, -total, math.inf)
+    return window.percentile(99.0)
 
 
 class RecorderSignals:
@@ -110,7 +126,8 @@ class RecorderSignals:
         self.window_s = window_s
         self.components = None if components is None else tuple(components)
         self.min_samples = min_samples
-        self._marks: dict[str, deque[tuple[int, tuple[int, ...], int]]] = {}
+        self._marks: dict[str, deque[_Mark]] = {}
+        self._broken = False
 
     def _watched(self) -> list[str]:
         if self.components is not None:
@@ -125,21 +142,25 @@ class RecorderSignals:
         ratios: dict[str, float] = {}
         missed: dict[str, int] = {}
         for name in self._watched():
-            cur = _cumulative(self.recorder, name)
+            try:
+                cur = _cumulative(self.recorder, name, now_ns)
+            except AttributeError:  # the Recorder's internals changed: no budget signals
+                if not self._broken:
+                    self._broken = True
+                    logger.exception("cannot read windowed latency from the recorder")
+                continue
             if cur is None:
                 continue
-            counts, miss = cur
             marks = self._marks.setdefault(name, deque())
             # Keep the newest mark at or before the window start as the baseline.
-            while len(marks) >= 2 and marks[1][0] <= now_ns - self.window_ns:
+            while len(marks) >= 2 and marks[1].stamp_ns <= now_ns - self.window_ns:
                 marks.popleft()
             base = marks[0] if marks else None
-            old_counts = base[1] if base is not None else None
-            old_missed = base[2] if base is not None else 0
-            p99, n = _p99_of_diff(counts, old_counts)
+            n = cur.count - (base.count if base is not None else 0)
+            p99 = _window_p99(cur, base) if n > 0 else math.nan
             budget_s = self.recorder.budget(name).max_latency_s
             if n >= self.min_samples and math.isfinite(p99) and budget_s > 0:
                 ratios[name] = p99 / budget_s
-            missed[name] = max(0, miss - old_missed)
-            marks.append((now_ns, counts, miss))
+            missed[name] = max(0, cur.missed - (base.missed if base is not None else 0))
+            marks.append(cur)
         return Signals(cpu, mem, ratios, missed)
