@@ -62,3 +62,25 @@ def attach_and_exit(spec: ShmSpec, results: Any, close: bool) -> None:
     results.put(None if s is None else int(np.asarray(s.value).sum()))
     if close:
         ch.close()
+
+
+def publisher(spec: ShmSpec, n: int, go: Any) -> None:
+    """Publish ``n`` frames from a child process (a camera process, say) once told to."""
+    ch = SharedArrayChannel.attach(spec)
+    go.wait(60.0)
+    for i in range(1, n + 1):
+        ch.publish(np.full(spec.shape, i, spec.dtype))
+    ch.close()
+
+
+def forked_child_closes(ch: SharedArrayChannel, results: Any) -> None:
+    """Under fork the child inherits the creator's object; closing it must not close the
+    channel for everyone, and unlinking must be refused."""
+    owner = ch.is_creator
+    ch.close()
+    try:
+        ch.unlink()
+        refused = False
+    except Exception:
+        refused = True
+    results.put((owner, refused))

@@ -7,6 +7,7 @@ import importlib
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import textwrap
@@ -291,3 +292,78 @@ def test_no_resource_tracker_warning_or_leaked_segment_at_exit(tmp_path: Path) -
     segment = proc.stdout.strip()
     assert segment.startswith("rtvla-exit-")
     assert not Path("/dev/shm", segment).exists()
+
+
+def test_child_process_can_publish_to_the_creator() -> None:
+    with SharedArrayChannel.create("from-child", (32,), np.int32) as ch:
+        go = SPAWN.Event()
+        p = SPAWN.Process(target=workers.publisher, args=(ch.spec, 50, go))
+        p.start()
+        go.set()
+        last = 0
+        while last < 50:
+            s = ch.wait_newer(last, timeout=60.0)
+            assert s is not None, "child publisher went silent"
+            assert s.seq > last and np.all(s.value == s.seq)
+            last = s.seq
+        p.join(30.0)
+        assert p.exitcode == 0
+
+
+def test_forked_child_does_not_own_the_segment() -> None:
+    fork = mp.get_context("fork")
+    with SharedArrayChannel.create("forked", (4,), np.uint8) as ch:
+        results = fork.Queue()
+        p = fork.Process(target=workers.forked_child_closes, args=(ch, results))
+        p.start()
+        assert results.get(timeout=60.0) == (False, True)
+        p.join(30.0)
+        assert not ch.closed  # the child's close detached only the child
+        assert ch.publish(np.ones(4, np.uint8)) == 1
+        assert _segments(ch.spec)
+
+
+def _blocked_in_futex(pid: int, timeout_s: float) -> bool:
+    """Wait until the process's kernel wait channel is a futex (it sleeps in wait_newer)."""
+    wchan, stat = Path(f"/proc/{pid}/wchan"), Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        where = wchan.read_text().strip()
+        if "futex" in where:
+            return True
+        if where in ("", "0") and stat.read_text().rsplit(")", 1)[1].split()[0] == "S":
+            return True  # wait channel hidden by the kernel: sleeping is the best evidence
+
+        threading.Event().wait(0.01)
+    return False
+
+
+def test_sigint_interrupts_a_blocked_wait(tmp_path: Path) -> None:
+    script = tmp_path / "wait.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import numpy as np
+        from rtvla.channels.shm import SharedArrayChannel
+        with SharedArrayChannel.create("sigint", (4,), np.uint8) as ch:
+            print("waiting", flush=True)
+            try:
+                ch.wait_newer(0, timeout=None)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+                sys.exit(3)
+    """))
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "waiting"
+        assert _blocked_in_futex(proc.pid, timeout_s=30.0), "child never blocked in the futex"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err
+    assert "interrupted" in out
+    assert "leaked" not in err

@@ -276,7 +276,8 @@ class SharedArrayChannel:
         self._spec = spec
         self.name = spec.name
         self.clock = clock
-        self._creator = creator
+        # A forked child inherits this object as is; only the creating process owns it.
+        self._owner_pid = os.getpid() if creator else -1
         self._closed = False
         self._unlinked = False
         self._publish_lock = threading.Lock()
@@ -373,7 +374,8 @@ class SharedArrayChannel:
 
     @property
     def is_creator(self) -> bool:
-        return self._creator
+        """True in the process that created the segment (not in a forked child)."""
+        return self._owner_pid == os.getpid()
 
     @property
     def seq(self) -> int:
@@ -506,7 +508,7 @@ class SharedArrayChannel:
             hdr, mm, wake = self._hdr, self._mm, self._wake_word
             if hdr is None or mm is None or wake is None:
                 return
-            if self._creator:
+            if self.is_creator:
                 hdr[_H_CLOSED] = 1
             # Change the wake word so a waiter between its check and its sleep returns at once.
             wake.value = (wake.value + 1) & 0xFFFFFFFF
@@ -527,8 +529,9 @@ class SharedArrayChannel:
 
     def unlink(self) -> None:
         """Remove the segment (creator only; idempotent). Attached handles keep their mapping."""
-        if not self._creator:
-            raise ChannelError(f"channel {self.name!r}: only the creating handle may unlink its segment")
+        if not self.is_creator:
+            raise ChannelError(f"channel {self.name!r}: only the creating handle, in the creating "
+                               "process, may unlink its segment")
         with self._close_lock:
             if self._unlinked:
                 return
@@ -540,11 +543,11 @@ class SharedArrayChannel:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-        if self._creator:
+        if self.is_creator:
             self.unlink()
 
     def __repr__(self) -> str:
-        role = "creator" if self._creator else "attached"
+        role = "creator" if self.is_creator else "attached"
         state = "closed" if self._closed else "open"
         return (f"SharedArrayChannel({self.name!r}, shape={self._spec.shape}, dtype={self._spec.dtype}, "
                 f"slots={self._spec.slots}, {role}, {state})")
