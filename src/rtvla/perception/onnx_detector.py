@@ -49,10 +49,13 @@ class Letterbox:
     def to_image(self, boxes: np.ndarray) -> np.ndarray:
         """Map ``[N, 4]`` x1,y1,x2,y2 boxes from input pixels to image pixels (clipped)."""
         out = boxes.astype(np.float64, copy=True)
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
-        np.clip(out[:, [0, 2]], 0, self.width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.height, out=out[:, [1, 3]])
+        xs, ys = out[:, 0::2], out[:, 1::2]  # views: x1, x2 and y1, y2
+        xs -= self.pad_x
+        xs /= self.scale
+        ys -= self.pad_y
+        ys /= self.scale
+        np.clip(xs, 0, self.width, out=xs)
+        np.clip(ys, 0, self.height, out=ys)
         return out
 
 
