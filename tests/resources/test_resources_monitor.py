@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 
 import pytest
@@ -168,3 +169,58 @@ def test_bad_settings_are_refused(scripted):
         SystemMonitor(scripted(), period_s=0)
     with pytest.raises(ConfigError, match="capacity must be >= 2"):
         SystemMonitor(scripted(), capacity=1)
+
+
+def test_real_sampler_attributes_cpu_to_the_busy_thread_not_the_idle_one():
+    m = SystemMonitor(PsutilSampler(), period_s=0.1)
+    stop = threading.Event()
+    ids: dict[str, int] = {}
+    ready = threading.Barrier(3)
+
+    def busy() -> None:
+        ids["busy"] = threading.get_native_id()
+        ready.wait()
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    def idle() -> None:
+        ids["idle"] = threading.get_native_id()
+        ready.wait()
+        stop.wait()
+
+    threads = [threading.Thread(target=busy), threading.Thread(target=idle)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    m.register_thread("busy", ids["busy"])
+    m.register_thread("idle", ids["idle"])
+    try:
+        m.sample_once()
+        stop.wait(0.4)  # a measuring interval, not a settle: the busy thread runs meanwhile
+        sample = m.sample_once()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    busy_cpu = sample.components["busy"].cpu_percent
+    idle_cpu = sample.components["idle"].cpu_percent
+    # generous: the machine is shared, and this thread competes with the busy one for the GIL
+    assert busy_cpu > 15.0
+    assert idle_cpu < 5.0
+    assert busy_cpu > 5 * max(idle_cpu, 1.0)
+
+
+def test_psutil_sampler_reads_counters_and_can_skip_io():
+    s = PsutilSampler()
+    cap = s.capacity()
+    assert cap.cpus and cap.memory_total_mb > 0
+    raw = s.read({threading.get_native_id()}, {os.getpid()})
+    assert len(raw.cores) >= len(cap.cpus)
+    assert all(c.total_s >= c.busy_s >= 0 for c in raw.cores)
+    assert threading.get_native_id() in raw.threads
+    assert raw.processes[os.getpid()].rss_mb > 0
+    assert raw.own_rss_mb > 0
+    lean = PsutilSampler(net=False, disk=False).read((), ())
+    assert lean.net_bytes_sent is None and lean.disk_read_bytes is None
+    assert s.read((), {2**22 + 4321}).processes == {}  # no such process: left out

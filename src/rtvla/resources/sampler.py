@@ -97,11 +97,17 @@ class Sampler(Protocol):
 class PsutilSampler:
     """The real sampler, on psutil. Per-thread CPU comes from ``psutil.Process().threads()``
     (user + system seconds per native thread id); per-process CPU and RSS from cached
-    ``psutil.Process(pid)`` handles, dropped when the process exits."""
+    ``psutil.Process(pid)`` handles, dropped when the process exits.
 
-    def __init__(self, pid: int | None = None) -> None:
+    ``net``/``disk`` turn the network and disk counters off: reading them is about half the
+    cost of a sample (~0.2 ms of ~0.4 ms), held under the GIL.
+    """
+
+    def __init__(self, pid: int | None = None, *, net: bool = True, disk: bool = True) -> None:
         self._own = psutil.Process(pid if pid is not None else os.getpid())
         self._procs: dict[int, psutil.Process] = {}
+        self.net = net
+        self.disk = disk
 
     def capacity(self) -> Capacity:
         try:
@@ -118,11 +124,13 @@ class PsutilSampler:
             load = tuple(float(x) for x in os.getloadavg())
         except (AttributeError, OSError):
             load = (0.0, 0.0, 0.0)
-        net = psutil.net_io_counters()
-        try:
-            disk = psutil.disk_io_counters()
-        except (RuntimeError, OSError):  # no disk statistics (some containers)
-            disk = None
+        net = psutil.net_io_counters() if self.net else None
+        disk = None
+        if self.disk:
+            try:
+                disk = psutil.disk_io_counters()
+            except (RuntimeError, OSError):  # no disk statistics (some containers)
+                disk = None
         threads: dict[int, float] = {}
         if thread_ids:
             wanted = set(thread_ids)
