@@ -188,6 +188,12 @@ class VisionPipeline(Component):
     def degraded(self) -> bool:
         return self._degraded_since is not None
 
+    @property
+    def busy(self) -> bool:
+        """True while a timed-out detection is still running on the worker."""
+        fut = self._inflight
+        return fut is not None and not fut.done()
+
     def setup(self) -> None:
         if self.own_source:
             self.source.open()
