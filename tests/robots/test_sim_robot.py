@@ -164,3 +164,56 @@ def test_realtime_thread_follows_the_clock(scene: SceneConfig) -> None:
         st = r.stats()
         assert st.steps > 0 and st.lag_s < 0.2
     assert not r.connected
+
+
+def test_pick_red_cube_and_place_it_in_the_blue_bin(robot: SimRobot) -> None:
+    robot.teleport_base(robot.scene.place_for("red_cube").pose)
+    cube = robot.object_position("red_cube")
+    _move_to(robot, cube + np.array([0, 0, 0.10]))
+    _move_to(robot, cube)
+    robot.send_command(cmd(gripper=1.0))
+    robot.advance(0.5)
+    _move_to(robot, cube + np.array([0, 0, 0.15]))
+    assert robot.holding == "red_cube"
+    # the held cube travels with the hand when the base is moved
+    robot.teleport_base(robot.scene.place_for("blue_bin").pose)
+    robot.advance(0.2)
+    np.testing.assert_allclose(robot.object_position("red_cube"), robot.grasp_position(), atol=0.01)
+    drop = robot.frame_pose(robot.scene.receptacles["blue_bin"].drop_site, kind="site")[:3, 3]
+    _move_to(robot, drop, seconds=2.5)
+    robot.send_command(cmd(gripper=0.0))
+    robot.advance(1.5)
+    assert robot.holding is None
+    bin_xy = robot.frame_pose("blue_bin", kind="body")[:2, 3]
+    final = robot.object_position("red_cube")
+    assert np.all(np.abs(final[:2] - bin_xy) < 0.08), f"cube at {final}, bin at {bin_xy}"
+    assert 0.40 < final[2] < 0.45  # resting on the bin's floor (counter top 0.40 + 1 cm floor)
+
+
+def test_state_is_a_read_only_snapshot_updated_by_physics(robot: SimRobot) -> None:
+    s0 = robot.read_state()
+    assert robot.read_state() is s0  # no physics since: the same snapshot, no locking
+    with pytest.raises(ValueError):
+        s0.q[0] = 1.0
+    robot.step(1)
+    s1 = robot.read_state()
+    assert s1 is not s0 and s1.stamp_ns >= s0.stamp_ns
+
+
+def test_realtime_thread_reports_rtf_to_the_recorder(scene: SceneConfig) -> None:
+    from rtvla.metrics import Recorder
+    from rtvla.timing import FakeClock
+
+    rec = Recorder()
+    clock = FakeClock()
+    # a fake clock that jumps 10 ms per wait: the thread must step 5 physics steps each time
+    with SimRobot(scene, clock=clock, recorder=rec, physics_period_s=0.001) as r:
+        waited = threading.Event()
+        for _ in range(2000):
+            clock.advance(0.01)
+            if rec.snapshot().get("sim", {}).get("gauges", {}).get("rtf"):
+                waited.set()
+                break
+            waited.wait(0.002)
+        assert waited.is_set(), "no rtf gauge after simulated seconds"
+        assert r.stats().steps > 0

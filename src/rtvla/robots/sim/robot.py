@@ -45,7 +45,7 @@ __all__ = ["SimRobot", "SimStats"]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK_STEPS = 5  # steps per lock hold: ~0.3 ms, so readers never wait long
+_CHUNK_STEPS = 2  # steps per lock hold (~0.1-0.3 ms), so a command never waits long
 
 
 @dataclass(frozen=True)
@@ -158,12 +158,17 @@ class SimRobot:
             )
         # one weld per object, hand <-> object body, found by its bodies
         self._objects: dict[str, int] = {}
+        self._obj_adr: dict[str, tuple[int, int]] = {}
         self._welds: dict[str, int] = {}
         for name, spec in self.scene.objects.items():
             bid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, spec.body)
             if bid < 0:
                 raise ConfigError(f"scene object {name!r}: body {spec.body!r} is not in the MJCF")
             self._objects[name] = bid
+            jnt = int(m.body_jntadr[bid])
+            if jnt < 0 or m.jnt_type[jnt] != mujoco.mjtJoint.mjJNT_FREE:
+                raise ConfigError(f"scene object {name!r}: body {spec.body!r} needs a free joint")
+            self._obj_adr[name] = (int(m.jnt_qposadr[jnt]), int(m.jnt_dofadr[jnt]))
             for e in range(m.neq):
                 if m.eq_type[e] == mujoco.mjtEq.mjEQ_WELD and {
                     int(m.eq_obj1id[e]),
@@ -249,31 +254,39 @@ class SimRobot:
             self._set_fingers(self._gripper_cmd)
             d.ctrl[self._arm_act] = self._arm_target
             mujoco.mj_forward(m, d)
+            self._publish_state()
 
     # ------------------------------------------------------------------ Robot protocol
     def read_state(self) -> RobotState:
-        """The newest state; never blocks for longer than one physics chunk."""
+        """The newest state, as published after the latest physics chunk; never blocks.
+
+        ``stamp_ns`` is when that snapshot was taken (at most one physics period old in
+        real-time mode), so consumers can tell its age like a hardware sensor reading's.
+        """
+        return self._state
+
+    def _publish_state(self) -> None:
+        """Snapshot the state for lock-free readers. Caller holds the lock."""
         d = self.data
-        with self._lock:
-            q = d.qpos[self._arm_qadr].copy()
-            dq = d.qvel[self._arm_vadr].copy()
-            effort = d.actuator_force[self._arm_act].copy()
-            bq = d.qpos[self._base_qadr].copy()
-            bv = d.qvel[self._base_vadr].copy()
-            fingers = d.qpos[self._finger_qadr].copy()
-            holding = self._holding
+        q = d.qpos[self._arm_qadr].copy()
+        dq = d.qvel[self._arm_vadr].copy()
+        effort = d.actuator_force[self._arm_act].copy()
+        bq = d.qpos[self._base_qadr].copy()
+        bv = d.qvel[self._base_vadr]
         # base velocity is reported in the base frame, like the command
         c, s = math.cos(bq[2]), math.sin(bq[2])
         base_vel = np.array([c * bv[0] + s * bv[1], -s * bv[0] + c * bv[1], bv[2]])
-        return RobotState(
+        for arr in (q, dq, effort, bq, base_vel):
+            arr.setflags(write=False)
+        self._state = RobotState(
             stamp_ns=self._clock.now_ns(),
             q=q,
             dq=dq,
             effort=effort,
             base_pose=bq,
             base_vel=base_vel,
-            gripper=self._gripper_from_fingers(fingers),
-            holding=holding,
+            gripper=self._gripper_from_fingers(d.qpos[self._finger_qadr]),
+            holding=self._holding,
         )
 
     def send_command(self, cmd: RobotCommand) -> None:
@@ -337,6 +350,7 @@ class SimRobot:
                     mujoco.mj_step(m, d)
                 if self._grasp_pending:
                     self._try_grasp()
+                self._publish_state()
             self._step_ns_total += self._clock.now_ns() - t0
             done += k
             self._steps += k
@@ -476,15 +490,34 @@ class SimRobot:
             return self.data.qpos[self._base_qadr].copy()
 
     def teleport_base(self, pose: Any) -> None:
-        """Put the base at ``pose`` = (x, y, yaw) at rest (setting up tests and episodes)."""
+        """Put the base at ``pose`` = (x, y, yaw) at rest (setting up tests and episodes).
+
+        A held object travels with the hand, so a grasp survives the jump.
+        """
         p = np.asarray(pose, dtype=float)
         if p.shape != (3,) or not np.all(np.isfinite(p)):
             raise ValueError(f"base pose must be 3 finite values (x, y, yaw), got {p.tolist()}")
+        m, d = self.model, self.data
         with self._lock:
-            self.data.qpos[self._base_qadr] = p
-            self.data.qvel[self._base_vadr] = 0.0
+            held = self._holding
+            if held is not None:
+                e = self._welds[held]
+                rel_pos, rel_quat = m.eq_data[e, 3:6].copy(), m.eq_data[e, 6:10].copy()
+            d.qpos[self._base_qadr] = p
+            d.qvel[self._base_vadr] = 0.0
             self._base_cmd = np.zeros(3)
-            mujoco.mj_forward(self.model, self.data)
+            mujoco.mj_kinematics(m, d)
+            if held is not None:
+                qadr, vadr = self._obj_adr[held]
+                d.qpos[qadr : qadr + 3] = (
+                    d.xpos[self._hand] + d.xmat[self._hand].reshape(3, 3) @ rel_pos
+                )
+                quat = np.zeros(4)
+                mujoco.mju_mulQuat(quat, d.xquat[self._hand], rel_quat)
+                d.qpos[qadr + 3 : qadr + 7] = quat
+                d.qvel[vadr : vadr + 6] = 0.0
+            mujoco.mj_forward(m, d)
+            self._publish_state()
 
     def object_names(self) -> list[str]:
         return list(self._objects)
