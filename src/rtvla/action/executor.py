@@ -319,8 +319,9 @@ class LockstepDriver:
     """Steps a lock-step simulation, the control loop, the navigator and the executor in a
     fixed order on a shared :class:`FakeClock`, so runs are fast and reproducible.
 
-    Per control period: advance the clock; on navigation ticks run the navigator and the
-    executor (they publish setpoints); run one control-loop step (takes the newest
+    Per control period: advance the clock; run any :meth:`every` callbacks that are due
+    (perception); on navigation ticks run the navigator and the executor (they publish
+    setpoints); run one control-loop step (takes the newest
     setpoint, commands the robot); advance the physics by one control period.
 
     Args:
@@ -355,7 +356,16 @@ class LockstepDriver:
         self.nav_every = int(control_hz // nav_hz)
         self.ticks = 0
         self.wall_s = 0.0
+        self._periodic: list[tuple[int, Callable[[int], Any]]] = []
         control.setup()
+
+    def every(self, rate_hz: float, fn: Callable[[int], Any]) -> None:
+        """Also call ``fn(now_ns)`` at ``rate_hz`` (rounded to whole control periods), e.g. a
+        perception step rendering the sim camera and publishing detections."""
+        if not rate_hz > 0:
+            raise ActionError(f"rate_hz must be > 0, got {rate_hz}")
+        every = max(1, round(1e9 / rate_hz / self.period_ns))
+        self._periodic.append((every, fn))
 
     @property
     def sim_time_s(self) -> float:
@@ -365,6 +375,9 @@ class LockstepDriver:
         """One control period."""
         t0 = time.perf_counter()
         now = self.clock.advance(ns=self.period_ns)
+        for every, fn in self._periodic:
+            if self.ticks % every == 0:
+                fn(now)
         if self.ticks % self.nav_every == 0:
             if self.navigator is not None:
                 self.navigator.update(now)

@@ -63,7 +63,9 @@ class WorldModel:
     Args:
         detections: latest-value channel of ``Detections``.
         camera_pose: returns the camera-to-world 4x4 transform (OpenCV axes: x right,
-            y down, z forward), e.g. ``SimCamera.camera_pose_world``.
+            y down, z forward), e.g. ``SimCamera.camera_pose_world``; called with
+            ``seq=frame_seq`` first, so a source that remembers per-frame poses gives the
+            pose at capture time.
         labels: object name -> detector labels that mean it (default: the name itself).
         max_age_s: detections of frames older than this are ignored, estimates older than
             this are not returned (unless a caller asks for a different age).
@@ -73,7 +75,7 @@ class WorldModel:
     def __init__(
         self,
         detections: Any,
-        camera_pose: Callable[[], np.ndarray],
+        camera_pose: Callable[..., np.ndarray],
         *,
         labels: Mapping[str, Collection[str]] | None = None,
         max_age_s: float = 0.5,
@@ -110,7 +112,10 @@ class WorldModel:
         if getattr(dets, "stale", False) or (now - stamp) / 1e9 > self.max_age_s:
             self.ignored_stale += 1
             return 0
-        T = np.asarray(self.camera_pose(), dtype=float)
+        T = self._camera_pose(getattr(dets, "frame_seq", None))
+        if T is None:
+            self.ignored_stale += 1
+            return 0
         changed = 0
         best: dict[str, tuple[float, np.ndarray]] = {}
         for d in getattr(dets, "items", ()):
@@ -125,6 +130,18 @@ class WorldModel:
                 self._estimates[name] = ObjectEstimate(name, p, stamp, score, "detections")
                 changed += 1
         return changed
+
+    def _camera_pose(self, seq: int | None) -> np.ndarray | None:
+        """The camera pose when frame ``seq`` was taken if the source keeps it (SimCamera
+        does), else its current pose (fine while the robot stands still to perceive)."""
+        if seq is not None:
+            try:
+                return np.asarray(self.camera_pose(seq=seq), dtype=float)  # type: ignore[call-arg]
+            except TypeError:
+                pass  # a pose source without per-frame history
+            except KeyError:
+                return None  # the frame is too old for the pose history: do not guess
+        return np.asarray(self.camera_pose(), dtype=float)
 
     def estimate(self, name: str, *, max_age_s: float | None = None) -> ObjectEstimate | None:
         age = self.max_age_s if max_age_s is None else max_age_s
