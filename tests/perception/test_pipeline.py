@@ -208,3 +208,45 @@ def test_realtime_run_keeps_up_with_a_30fps_camera():
     age = rec.snapshot()["perception"]["observed_ms"]["frame_age"]
     assert age["p50"] < 100  # generous: a loaded 2-core machine
     assert pipe.channel.latest().value.frame_size == (320, 240)
+
+
+def test_opencv_source_dropping_mid_run_degrades_and_recovers():
+    from rtvla.perception import OpenCVSource
+
+    from .test_sources import FlakyCapture
+
+    back = threading.Event()
+    made = []
+
+    def factory(target):
+        made.append(target)
+        if len(made) == 1:
+            return FlakyCapture(10)  # ten frames, then the camera "unplugs"
+        return FlakyCapture(100000) if back.is_set() else FlakyCapture(0, opened=False)
+
+    rec = Recorder()
+    src = OpenCVSource(0, backoff_s=(0.02, 0.05), capture_factory=factory)
+    pipe = VisionPipeline(src, ColorDetector(), recorder=rec,
+                          settings=PipelineSettings(resolutions=((16, 16),),
+                                                    source_timeout_s=0.15))
+    worker = threading.Thread(target=pipe.run, kwargs={"duration_s": 8.0}, daemon=True)
+    worker.start()
+    ev = threading.Event()
+    try:
+        for _ in range(400):
+            if pipe.degraded:
+                break
+            ev.wait(0.01)
+        assert pipe.degraded
+        back.set()
+        for _ in range(400):
+            if any(e.kind == "recovered" for e in rec.events):
+                break
+            ev.wait(0.01)
+        kinds = [e.kind for e in rec.events]
+        assert kinds[:2] == ["degraded", "recovered"]
+        assert src.reconnects == 1
+    finally:
+        pipe.stop()
+        worker.join(5)
+    assert not worker.is_alive()
