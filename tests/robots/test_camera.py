@@ -75,7 +75,10 @@ def test_threaded_camera_delivers_newer_frames(at_table: SimRobot) -> None:
         assert later.seq > first.seq + 2
         assert later.stamp_ns > first.stamp_ns
         assert cam.read().seq >= later.seq
+        newer = cam.wait_newer(later.seq, timeout=10.0)
+        assert newer is not None and newer.seq > later.seq
     assert cam.read() is None  # closed
+    assert cam.wait_newer(0, timeout=0.01) is None
 
 
 def test_matches_the_perception_frame_source_contract(at_table: SimRobot) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from rtvla.errors import ConfigError, RenderError, SourceError
 from rtvla.metrics import Recorder
-from rtvla.robots.sim._gl import gl_backend
+from rtvla.robots.sim._gl import gl_backend, gl_hint
 from rtvla.robots.sim.robot import SimRobot
 from rtvla.timing import MONOTONIC, Clock
 
@@ -180,6 +180,8 @@ class SimCamera:
     def close(self) -> None:
         """Stop rendering and release the GL context. Idempotent."""
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
@@ -227,6 +229,27 @@ class SimCamera:
                 )
             return self._latest
 
+    def wait_newer(self, seq: int, timeout: float | None = None) -> SimFrame | None:
+        """The first frame with a sequence number above ``seq`` (None on timeout or when closed).
+
+        Lets the perception pipeline align its loop with the camera instead of aliasing.
+        """
+        if not self._open:
+            return None
+        if not self.threaded:
+            return self._capture()
+        with self._cond:
+            self._cond.wait_for(
+                lambda: (
+                    (self._latest is not None and self._latest.seq > seq)
+                    or self._stop.is_set()
+                    or self._error is not None
+                ),
+                timeout,
+            )
+            f = self._latest
+        return f if f is not None and f.seq > seq else None
+
     def camera_pose_world(self, seq: int | None = None) -> np.ndarray:
         """4x4 camera-to-world transform in OpenCV axes (x right, y down, z forward).
 
@@ -253,8 +276,7 @@ class SimCamera:
         except Exception as exc:  # GL failures surface as several exception types
             raise CameraUnavailable(
                 f"{self.name}: MuJoCo offscreen rendering unavailable with MUJOCO_GL={gl_backend()!r} "
-                f"({type(exc).__name__}: {exc}); install an EGL driver (libegl1, libgl1) or set "
-                "MUJOCO_GL=osmesa"
+                f"({type(exc).__name__}: {exc}); {gl_hint()}"
             ) from exc
 
     @staticmethod
