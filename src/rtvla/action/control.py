@@ -63,6 +63,8 @@ class ControlSettings(BaseModel):
     cpu: int | None = Field(default=None, ge=0, description="CPU to pin the control process to")
     fifo_priority: int | None = Field(default=None, ge=1, le=99)
     freeze_gc: bool = True
+    switch_interval_s: float | None = Field(
+        default=0.0005, gt=0, description="interpreter switch interval in the control process")
     lateness_window: int = Field(default=16384, ge=16, description="lateness samples kept")
 
     @classmethod

@@ -25,9 +25,11 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -156,6 +158,14 @@ def _child_main(
     sp_ch = state_ch = stats_ch = None
     robot = None
     try:
+        # CPU and scheduler first, so that threads the robot starts (a simulator's physics
+        # thread) inherit them; the GC is frozen last, after every setup allocation.
+        report = apply_realtime(dataclasses.replace(realtime, freeze_gc=False))
+        if settings.switch_interval_s is not None:
+            # A thread holding the GIL (a physics thread) hands it over after this long at
+            # most when the control thread wakes; the default 5 ms is half a period.
+            sys.setswitchinterval(settings.switch_interval_s)
+            report["switch_interval"] = f"{settings.switch_interval_s * 1e3:g} ms"
         sp_ch = SharedArrayChannel.attach(specs[0])
         state_ch = SharedArrayChannel.attach(specs[1])
         stats_ch = SharedArrayChannel.attach(specs[2])
@@ -166,8 +176,9 @@ def _child_main(
         loop = ControlLoop(robot, sp_ch, recorder=recorder, settings=settings, rate_hz=rate_hz,
                            state_out=publisher)
         publisher.loop = loop
-        # Real-time setup last: the imports and allocations above are then frozen with gc.
-        loop.realtime = apply_realtime(realtime)
+        if realtime.freeze_gc:
+            report.update(apply_realtime(RealtimeSettings(freeze_gc=True, strict=realtime.strict)))
+        loop.realtime = report
         watcher = threading.Thread(target=_watch, args=(stop, loop, ppid), name="control-watch",
                                    daemon=True)
         watcher.start()

@@ -190,11 +190,12 @@ class MLPChunkPolicy:
         chunk_size: int = 40,
         *,
         period_s: float = 0.01,
-        hidden: int = 512,
-        layers: int = 6,
-        repeats: int = 8,
+        hidden: int = 256,
+        layers: int = 4,
+        repeats: int = 2,
         amplitude: float = 0.4,
         motion_period_s: float = 4.0,
+        limits: RobotLimits | None = None,
         seed: int = 0,
     ) -> None:
         rng = np.random.default_rng(seed)
@@ -202,9 +203,15 @@ class MLPChunkPolicy:
         self.chunk_size = chunk_size
         self.period_s = period_s
         self.repeats = repeats
-        self.amplitude = amplitude
         self.omega = 2 * math.pi / motion_period_s
-        self.center = np.zeros(dof)
+        self.limits = limits
+        if limits is not None:
+            # Reach around the middle of each joint's range, well inside the limits.
+            self.center = (np.asarray(limits.q_min) + np.asarray(limits.q_max)) / 2
+            self.amplitude = np.minimum(amplitude, 0.3 * (np.asarray(limits.q_max) - limits.q_min))
+        else:
+            self.center = np.zeros(dof)
+            self.amplitude = np.full(dof, amplitude)
         self.phase = np.linspace(0, math.pi, dof)
         dims = [dof + 2, *([hidden] * layers), dof]
         self.weights = [rng.standard_normal((a, b)) / math.sqrt(a) for a, b in itertools.pairwise(dims)]
@@ -227,7 +234,10 @@ class MLPChunkPolicy:
             residual += self._mlp(feats)
         residual /= self.repeats
         base = self.center + self.amplitude * np.sin(self.omega * t[:, None] + self.phase[None, :])
-        return base + 0.02 * residual
+        out = base + 0.02 * residual
+        if self.limits is not None:
+            np.clip(out, self.limits.q_min, self.limits.q_max, out=out)
+        return out
 
 
 # -- background workloads ---------------------------------------------------------------------
@@ -267,7 +277,7 @@ def perception_workload(seed: int = 0) -> Callable[[Tick], None]:
     return step
 
 
-def navigation_workload(samples: int = 400, horizon: int = 20, obstacles: int = 300,
+def navigation_workload(samples: int = 150, horizon: int = 15, obstacles: int = 60,
                         seed: int = 0) -> Callable[[Tick], None]:
     """One 10 Hz navigation step: roll out velocity samples and score them against obstacles."""
     rng = np.random.default_rng(seed)
@@ -459,13 +469,18 @@ def run_process_placement(choice: RobotChoice, seconds: float, rate_hz: float = 
                                    "realtime": proc.child_info.get("realtime", {})})
 
 
-def run_chunks(choice: RobotChoice, seconds: float, rate_hz: float = 100.0, chunk_size: int = 40,
-               threshold: float = 0.5, spin_margin_s: float = 0.0005) -> dict[str, Any]:
+def run_chunks(choice: RobotChoice, seconds: float, rate_hz: float = 100.0, chunk_size: int = 100,
+               policy_hz: float = 5.0, spin_margin_s: float = 0.0005) -> dict[str, Any]:
     """Control loop in a thread following action chunks from an asynchronous MLP policy.
 
-    With ``chunk_size`` 40 and ``threshold`` 0.5 a new chunk is requested every ~20 ticks,
-    i.e. the policy runs at 5 Hz.
+    The threshold is chosen so that a chunk is requested every ``rate_hz / policy_hz`` ticks:
+    with 100-action chunks (1 s) at 100 Hz, when 80 actions remain, so the policy runs at
+    5 Hz and has up to 800 ms to answer before the queue runs dry.
     """
+    period_ticks = max(1, round(rate_hz / policy_hz))
+    if period_ticks >= chunk_size:
+        raise ConfigError(f"chunk_size {chunk_size} must exceed the policy period of {period_ticks} ticks")
+    threshold = (chunk_size - period_ticks + 1) / chunk_size
     from rtvla.action.control import ControlLoop, ControlSettings
     from rtvla.channels import LatestValue
     from rtvla.metrics import Recorder
@@ -473,7 +488,7 @@ def run_chunks(choice: RobotChoice, seconds: float, rate_hz: float = 100.0, chun
     robot = choice.factory()
     robot.connect()
     rec = Recorder()
-    policy = MLPChunkPolicy(robot.limits.dof, chunk_size, period_s=1.0 / rate_hz)
+    policy = MLPChunkPolicy(robot.limits.dof, chunk_size, period_s=1.0 / rate_hz, limits=robot.limits)
     queue = ActionChunkQueue(chunk_size, robot.limits.dof, threshold=threshold, merge="weighted",
                              policy=policy, recorder=rec)
     channel = LatestValue("setpoints")
@@ -489,7 +504,8 @@ def run_chunks(choice: RobotChoice, seconds: float, rate_hz: float = 100.0, chun
     return _summary(loop.lateness_samples_us(), stats.missed, cs["starved_ticks"], "chunks",
                     choice.label, {"watchdog_trips": stats.watchdog_trips,
                                    "achieved_hz": stats.achieved_hz,
-                                   "policy_hz": cs["chunks"] / seconds if seconds > 0 else 0.0,
+                                   "policy_hz": (cs["chunks"] - 1) / seconds if seconds > 0 else 0.0,
+                                   "threshold": threshold,
                                    "inference_delay_ticks": cs["inference_delay_ticks"],
                                    "inference_delay_ms": cs["inference_delay_ms"],
                                    "skipped_actions": cs["skipped_actions"]})
