@@ -174,3 +174,39 @@ def test_executor_runs_in_real_time_with_threads() -> None:
     assert result.success, result.reason
     assert said == ["hello"]
     assert result.steps[1].detail["source"] == "ground_truth"
+
+
+def test_bring_the_green_cube_to_the_table_sets_it_down(lockstep_stack) -> None:
+    from rtvla.language import PlanContext, RulePlanner
+
+    s = lockstep_stack("home", navigator=_make_nav)
+    caps = _scene_capabilities(s.sim.scene)
+    plan = RulePlanner(caps).plan_sync("bring the green cube to the table",
+                                       PlanContext(capabilities=caps, robot_place="home"))
+    start = s.sim.object_position("green_cube")
+    result = s.driver.run_plan(s.executor, plan, timeout_s=90)
+    assert result.success, result.reason
+    assert plan.actions[-1].parameters.destination == "table"
+    assert result.steps[-1].message == "green_cube is on table"
+    end = s.sim.object_position("green_cube")
+    assert np.linalg.norm(end - start) < 0.03 and s.sim.read_state().holding is None
+
+
+def test_place_on_an_unknown_surface_fails_clearly(lockstep_stack) -> None:
+    s = lockstep_stack("table")
+    plan = [*PERCEIVE_PICK, {"type": "manipulate", "parameters": {
+        "operation": "place", "object": "red_cube", "destination": "shelf"}}]
+    result = s.driver.run_plan(s.executor, plan, timeout_s=60)
+    assert result.status is ExecStatus.FAILED and result.failed_step == 2
+    assert "no drop point or put-down surface known for 'shelf'" in result.reason
+
+
+def test_skill_settings_merge_timeouts_and_validate() -> None:
+    from rtvla.errors import ConfigError
+
+    s = SkillSettings.from_section({"timeouts_s": {"perceive": 0.5}})
+    assert s.timeout("perceive") == 0.5 and s.timeout("navigate") == 90.0
+    with pytest.raises(ConfigError, match="timeouts_s"):
+        SkillSettings.from_section({"timeouts_s": {"perceive": -1}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        SkillSettings.from_section({"grasp_force": 3})

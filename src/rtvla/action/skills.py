@@ -11,8 +11,10 @@ thread and in a lock-step simulation (see :class:`~rtvla.action.executor.Lockste
 
 Built-in skills: ``navigate`` (a place or pose, via the :class:`Navigator`), ``perceive``
 (wait for a fresh estimate of the target), ``manipulate`` pick (IK to a pre-grasp pose above
-the object, approach, close, verify ``holding``, lift, stow) and place (above the drop
-point, lower, open, verify the object lies in the receptacle, stow), ``communicate``.
+the object, approach, close, verify ``holding``, lift, stow) and place (into a receptacle:
+above the drop point, lower, open, verify the object lies in the receptacle, stow; onto a
+place: set it down where it was picked there, or on the scene's put-down point, and verify
+it rests there), ``communicate``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rtvla.action.navigation import Navigator, NavStatus
 from rtvla.action.setpoints import Setpoint
@@ -35,6 +37,7 @@ from rtvla.robots.base import RobotState
 from rtvla.timing import MONOTONIC, Clock
 
 __all__ = [
+    "DEFAULT_TIMEOUTS_S",
     "SKILLS",
     "Kinematics",
     "SceneInfo",
@@ -60,6 +63,10 @@ class Kinematics(Protocol):
     def ik(self, target_xyz_world: Any, q_seed: Any, base_pose: Any = None) -> np.ndarray: ...
 
 
+#: Per action type, seconds a step may take before it fails as timed out.
+DEFAULT_TIMEOUTS_S = {"navigate": 90.0, "perceive": 5.0, "manipulate": 40.0, "communicate": 2.0}
+
+
 class SkillSettings(BaseModel):
     """Per-skill timeouts and manipulation geometry (the ``[executor]`` settings).
 
@@ -69,9 +76,7 @@ class SkillSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    timeouts_s: dict[str, float] = Field(
-        default_factory=lambda: {"navigate": 90.0, "perceive": 5.0, "manipulate": 40.0, "communicate": 2.0}
-    )
+    timeouts_s: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
     estimate_max_age_s: float = Field(30.0, gt=0, description="manipulate uses estimates this old")
     pregrasp_height_m: float = Field(0.10, gt=0)
     grasp_height_m: float = Field(0.0, description="grasp point relative to the object's centre")
@@ -97,10 +102,16 @@ class SkillSettings(BaseModel):
                 msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
                 parts.append(f"executor.{loc}: {msg} (got {err.get('input')!r})")
             raise ConfigError("; ".join(parts)) from None
-        for k, v in out.timeouts_s.items():
-            if not v > 0:
-                raise ConfigError(f"executor.timeouts_s.{k} must be > 0, got {v}")
         return out
+
+    @field_validator("timeouts_s")
+    @classmethod
+    def _merge_timeouts(cls, value: dict[str, float]) -> dict[str, float]:
+        """Given timeouts override the defaults; the others keep theirs."""
+        for k, v in value.items():
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ValueError(f"timeouts_s.{k} must be > 0 seconds, got {v!r}")
+        return {**DEFAULT_TIMEOUTS_S, **value}
 
     def timeout(self, action_type: str) -> float:
         return float(self.timeouts_s.get(action_type, 30.0))
@@ -109,10 +120,12 @@ class SkillSettings(BaseModel):
 @dataclass(frozen=True)
 class SceneInfo:
     """What the executor knows about the scene: drop points of receptacles (world xyz, just
-    above the opening) and the place each object or receptacle is reached from."""
+    above the opening), the place each object or receptacle is reached from, and put-down
+    points on places' surfaces (world xyz of an object's centre resting there)."""
 
     drop_points: Mapping[str, np.ndarray] = field(default_factory=dict)
     locations: Mapping[str, str] = field(default_factory=dict)
+    surfaces: Mapping[str, np.ndarray] = field(default_factory=dict)  # place -> put-down point
 
     @classmethod
     def from_sim(cls, sim: Any) -> SceneInfo:
@@ -175,6 +188,15 @@ class SkillContext:
     phase: str = ""
     said: list[str] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
+    picked_at: dict[str, tuple[str | None, np.ndarray]] = field(default_factory=dict)
+
+    def standing_at(self) -> str | None:
+        """The named place the navigator last reached, if it is still there."""
+        nav = self.navigator
+        if nav is None:
+            return None
+        st = nav.state()
+        return st.goal_name if st.status is NavStatus.SUCCEEDED else None
 
     def now_s(self) -> float:
         return self.clock.now_ns() / 1e9
@@ -326,6 +348,7 @@ def _pick(ctx: SkillContext, obj: str) -> SkillGen:
     yield from move_arm(ctx, _carry_pose(ctx, q_start), "stowing the arm")
     if ctx.read_state().holding != obj:
         raise SkillError(f"pick {obj}: dropped it while lifting")
+    ctx.picked_at[obj] = (ctx.standing_at(), p.copy())
     forget = getattr(ctx.world, "forget", None)
     if forget is not None:
         forget(obj)  # it moves with the hand now
@@ -342,9 +365,7 @@ def _place(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
         )
     drop = ctx.scene.drop_points.get(dest)
     if drop is None:
-        raise SkillError(
-            f"place {obj}: no drop point known for {dest!r}; known: {', '.join(sorted(ctx.scene.drop_points)) or 'none'}"
-        )
+        return (yield from _put_down(ctx, obj, dest))
     drop = np.asarray(drop, dtype=float)
     q_start = state.q.copy()
     q_above = solve_ik(ctx, _up(drop, s.place_above_m), state.q, state, "above-drop IK")
@@ -372,6 +393,56 @@ def _place(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
         raise SkillError(f"place {obj}: released but it is not in {dest} ({where})") from None
     yield from move_arm(ctx, _carry_pose(ctx, q_start), "retreating")
     return f"{obj} is in {dest}"
+
+
+def _surface_point(ctx: SkillContext, obj: str, dest: str) -> np.ndarray:
+    """Where to set ``obj`` down at place ``dest``: where it was picked up if that was at
+    ``dest``, else the scene's put-down point for ``dest``."""
+    where, p = ctx.picked_at.get(obj, (None, None))
+    if p is not None and where == dest:
+        return np.asarray(p, dtype=float)
+    if dest in ctx.scene.surfaces:
+        return np.asarray(ctx.scene.surfaces[dest], dtype=float)
+    known = sorted({*ctx.scene.drop_points, *ctx.scene.surfaces})
+    raise SkillError(
+        f"place {obj}: no drop point or put-down surface known for {dest!r}; "
+        f"known: {', '.join(known) or 'none'}"
+    )
+
+
+def _put_down(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
+    """Set the held object down on a surface at place ``dest`` and check it rests there."""
+    s = ctx.settings
+    point = _surface_point(ctx, obj, dest)
+    state = ctx.read_state()
+    q_start = state.q.copy()
+    q_above = solve_ik(ctx, _up(point, s.pregrasp_height_m), state.q, state, "above-surface IK")
+    yield from move_arm(ctx, q_above, f"moving above the {dest} surface")
+    q_low = solve_ik(ctx, _up(point, 0.005), q_above, ctx.read_state(), "put-down IK")
+    yield from move_arm(ctx, q_low, f"setting {obj} down")
+    ctx.setpoints.send(gripper=0.0)
+    yield from wait_for(ctx, lambda: ctx.read_state().holding is None, "opening the gripper", s.gripper_timeout_s)
+    q_clear = solve_ik(ctx, _up(point, s.pregrasp_height_m), q_low, ctx.read_state(), "clearing IK")
+    yield from move_arm(ctx, q_clear, "clearing the object")
+
+    def resting() -> bool:
+        if ctx.world is None:
+            return False
+        ctx.world.update()
+        est = ctx.world.estimate(obj)
+        if est is None:
+            return False
+        d = np.asarray(est.position, dtype=float) - point
+        return bool(np.hypot(d[0], d[1]) <= 0.05 and abs(d[2]) <= 0.03)
+
+    try:
+        yield from wait_for(ctx, resting, f"checking {obj} rests on {dest}", s.settle_timeout_s)
+    except SkillError:
+        est = ctx.world.estimate(obj) if ctx.world is not None else None
+        where = "not seen" if est is None else "at ({:.3f}, {:.3f}, {:.3f})".format(*est.position)
+        raise SkillError(f"place {obj}: released but it does not rest on {dest} ({where})") from None
+    yield from move_arm(ctx, _carry_pose(ctx, q_start), "retreating")
+    return f"{obj} is on {dest}"
 
 
 def manipulate(ctx: SkillContext, params: Any) -> SkillGen:
