@@ -1,0 +1,134 @@
+"""ZenohChannel: two peers on 127.0.0.1, configured endpoints only."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zenoh")
+
+from rtvla.channels.base import Channel
+from rtvla.channels.zenoh_channel import ZenohChannel, _decode, _encode
+from rtvla.errors import ChannelClosed, ChannelError
+from rtvla.timing import FakeClock
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pair(key: str, **kwargs) -> tuple[ZenohChannel, ZenohChannel]:
+    for _ in range(5):  # the port may be taken between probing and listening
+        port = _free_port()
+        try:
+            a = ZenohChannel(key, listen=[f"tcp/127.0.0.1:{port}"], **kwargs)
+        except ChannelError:
+            continue
+        b = ZenohChannel(key, connect=[f"tcp/127.0.0.1:{port}"])
+        return a, b
+    raise RuntimeError("no free port for a zenoh peer")
+
+
+@pytest.fixture
+def peers() -> Iterator[tuple[ZenohChannel, ZenohChannel]]:
+    a, b = _pair("rtvla/test/peers", clock=FakeClock(5_000))
+    try:
+        assert a.wait_matched(20.0), "peers did not connect"
+        assert b.wait_matched(20.0)
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def test_array_crosses_between_peers_with_publisher_stamp(peers) -> None:
+    a, b = peers
+    assert isinstance(a, Channel)
+    frame = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    assert a.publish(frame) == 1
+    assert a.latest().seq == 1  # the publisher holds its own value too
+    s = b.wait_newer(0, timeout=20.0)
+    assert s is not None and s.seq == 1
+    assert s.stamp_ns == 5_000  # the publisher's clock
+    assert s.value.dtype == np.float32 and s.value.shape == (2, 3, 4)
+    np.testing.assert_array_equal(s.value, frame)
+    assert b.received == 1 and b.missed == 0
+
+
+def test_bytes_and_json_and_both_directions(peers) -> None:
+    a, b = peers
+    a.publish(b"\x00\x01raw")
+    assert b.wait_newer(0, timeout=20.0).value == b"\x00\x01raw"
+    b.publish({"objects": [{"label": "red_cube", "xyz": [0.1, 0.2, 0.0]}]})
+    s = a.wait_newer(a.seq, timeout=20.0)
+    assert s.value == {"objects": [{"label": "red_cube", "xyz": [0.1, 0.2, 0.0]}]}
+
+
+def test_reader_ends_on_newest_and_never_goes_back(peers) -> None:
+    a, b = peers
+    for i in range(1, 201):
+        a.publish(np.full(16, i, np.int64))
+    last_value, seq = 0, 0
+    while last_value < 200:
+        s = b.wait_newer(seq, timeout=20.0)
+        assert s is not None, f"stalled at value {last_value}"
+        v = int(s.value[0])
+        assert v > last_value  # newer only, never a stale one
+        last_value, seq = v, s.seq
+    assert b.received + b.missed == 200
+
+
+def test_unconfigured_peer_is_not_discovered(peers) -> None:
+    a, _b = peers
+    # A third peer with no endpoints: multicast and gossip scouting are off by default,
+    # so it never reaches the others however long it waits.
+    with ZenohChannel("rtvla/test/peers") as lonely:
+        a.publish(np.zeros(4))
+        assert lonely.wait_newer(0, timeout=0.5) is None
+        assert not lonely.wait_matched(0.0)
+
+
+def test_close_wakes_waiter_and_rejects_publish() -> None:
+    ch = ZenohChannel("rtvla/test/close")
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(ch.wait_newer(0, timeout=30.0)))
+    t.start()
+    ch.close()
+    t.join(10.0)
+    assert not t.is_alive() and got == [None]
+    ch.close()
+    with pytest.raises(ChannelClosed):
+        ch.publish(b"x")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"key": "rtvla/*"}, "plain key expression"),
+        ({"key": ""}, "plain key expression"),
+        ({"key": "k", "listen": ["127.0.0.1:7447"]}, "must look like 'tcp/127.0.0.1:7447'"),
+        ({"key": "k", "connect": "tcp/127.0.0.1:7447"}, "must be a list of endpoints"),
+        ({"key": "k", "mode": "router"}, "mode must be one of"),
+    ],
+)
+def test_bad_configuration_is_channel_error(kwargs, match: str) -> None:
+    with pytest.raises(ChannelError, match=match):
+        ZenohChannel(**kwargs)
+
+
+def test_unsendable_values_and_foreign_payloads() -> None:
+    with ZenohChannel("rtvla/test/types") as ch:
+        with pytest.raises(ChannelError, match="cannot send object"):
+            ch.publish(object())
+        with pytest.raises(ChannelError, match="holds Python objects"):
+            ch.publish(np.array([object()]))
+    with pytest.raises(ValueError, match="magic"):
+        _decode(b"XXXX" + bytes(40))
+    value, seq, stamp = _decode(_encode(np.eye(2, dtype=">f8"), 7, 9))
+    assert (seq, stamp) == (7, 9) and value.dtype == np.dtype(">f8")
