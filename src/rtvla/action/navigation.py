@@ -272,11 +272,19 @@ class Navigator(Component):
         self.update(self.clock.now_ns())
         return not self.stop_event.is_set()
 
+    def teardown(self) -> None:
+        """Stop the base if a goal is still being driven to."""
+        self.cancel("navigator shut down")
+
     def run(self, *, duration_s: float | None = None) -> LoopStats:
-        """Tick at ``rate_hz`` on a RateLoop until :meth:`stop` (or ``duration_s``)."""
+        """Tick at ``rate_hz`` on a RateLoop until :meth:`stop` (or ``duration_s``); the
+        base is stopped on the way out."""
         self.loop = RateLoop(self.rate_hz or 10.0, clock=self.clock, stop_event=self.stop_event,
                              name=self.name)
-        return self.loop.run(self.step, duration_s=duration_s)
+        try:
+            return self.loop.run(self.step, duration_s=duration_s)
+        finally:
+            self.teardown()
 
     def update(self, now_ns: int) -> NavStatus:
         """One navigation cycle at time ``now_ns``: returns the status (never raises for
