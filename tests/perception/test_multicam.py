@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rtvla.errors import ConfigError
+from rtvla.errors import ConfigError, ResourceError
 from rtvla.perception import (
     Calibration,
     CameraMode,
@@ -17,6 +17,7 @@ from rtvla.perception import (
     calibrate,
     load_or_calibrate,
 )
+from rtvla.resources import Capacity, ResourceAllocator
 
 
 def fixed(cost=2e-8):
@@ -46,19 +47,18 @@ def test_estimates_follow_the_formulas():
         opt.optimize({"x": CameraRequest(("flying",))})
 
 
-def test_requests_go_through_the_allocator():
-    granted = []
-
-    class Allocator:
-        def allocate(self, owner, estimate):
-            assert isinstance(estimate, ResourceEstimate)
-            granted.append(owner)
-            return {"owner": owner, "cpus": [0]}
-
-    plans = MultiCameraOptimizer(fixed(), allocator=Allocator()).optimize(
-        {"head": CameraRequest(("object_detection",))})
-    assert granted == ["camera:head"]
-    assert plans["head"].allocation == {"owner": "camera:head", "cpus": [0]}
+def test_requests_go_through_the_resource_allocator():
+    alloc = ResourceAllocator(Capacity((0, 1), 4096.0, 2048.0), reserve_memory_mb=0)
+    opt = MultiCameraOptimizer(fixed(2e-8), allocator=alloc, request_options={"priority": 7})
+    plans = opt.optimize({"head": CameraRequest(("object_detection",))})
+    a = plans["head"].allocation
+    assert a.component == "camera:head" and a.request.priority == 7
+    assert a.cpu_cores == pytest.approx(plans["head"].estimate.cpu_cores)
+    assert isinstance(plans["head"].estimate, ResourceEstimate)
+    # 1280x960 at 10 fps with a huge per-pixel cost cannot fit on 2 cores
+    greedy = MultiCameraOptimizer(fixed(1e-6), allocator=alloc)
+    with pytest.raises(ResourceError, match=r"camera 'arm' \(detailed_inspection"):
+        greedy.optimize({"arm": CameraRequest(("detailed_inspection",))})
 
 
 def test_calibration_is_measured_once_and_cached(tmp_path):

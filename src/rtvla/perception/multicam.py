@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from rtvla.errors import ConfigError
+from rtvla.errors import ConfigError, ResourceError
 from rtvla.perception.detections import Detector
 from rtvla.perception.synthetic import SyntheticSource
 from rtvla.timing import MONOTONIC, Clock
@@ -101,6 +101,13 @@ class ResourceEstimate:
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    def to_request(self, **kw: Any) -> Any:
+        """The :class:`~rtvla.resources.ResourceRequest` for this estimate (CPU and memory;
+        bandwidth is not an allocator resource). ``kw``: priority, critical, ..."""
+        from rtvla.resources import ResourceRequest
+
+        return ResourceRequest(cpu_cores=self.cpu_cores, memory_mb=self.memory_mb, **kw)
+
 
 @dataclass(frozen=True, slots=True)
 class CameraRequest:
@@ -128,9 +135,9 @@ class CameraPlan:
 
 
 class ResourceAllocatorLike(Protocol):
-    """What the optimizer needs from the resource allocator."""
+    """What the optimizer needs from the resource allocator (``rtvla.resources``)."""
 
-    def allocate(self, owner: str, estimate: ResourceEstimate) -> Any:
+    def request(self, component: str, req: Any) -> Any:
         ...
 
 
@@ -256,7 +263,10 @@ class MultiCameraOptimizer:
         priority: which use case wins when a camera lists several (first match);
             default: the order of ``use_cases``.
         buffered_frames: frames held per camera (source slot + frame in processing).
-        allocator: optional resource allocator; each estimate is requested through it.
+        allocator: optional :class:`~rtvla.resources.ResourceAllocator`; each camera's
+            estimate is requested through it as ``camera:<name>`` with ``request_options``
+            (for example ``{"priority": 7}``); a refusal raises ``ResourceError`` naming
+            the camera.
     """
 
     def __init__(
@@ -267,6 +277,7 @@ class MultiCameraOptimizer:
         priority: Sequence[str] | None = None,
         buffered_frames: int = 2,
         allocator: ResourceAllocatorLike | None = None,
+        request_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not calibration.cost_per_pixel_s > 0:
             raise ConfigError(
@@ -282,6 +293,7 @@ class MultiCameraOptimizer:
                                   f"{sorted(self.use_cases)}")
         self.buffered_frames = buffered_frames
         self.allocator = allocator
+        self.request_options = dict(request_options or {})
 
     def choose(self, camera: str, request: CameraRequest) -> tuple[str | None, CameraMode]:
         unknown = [u for u in request.use_cases if u not in self.use_cases]
@@ -310,7 +322,13 @@ class MultiCameraOptimizer:
             est = self.estimate(mode)
             alloc = None
             if self.allocator is not None:
-                alloc = self.allocator.allocate(f"camera:{name}", est)
+                try:
+                    alloc = self.allocator.request(f"camera:{name}",
+                                                   est.to_request(**self.request_options))
+                except ResourceError as exc:
+                    raise ResourceError(f"camera {name!r} ({use_case or 'custom mode'}, "
+                                        f"{mode.width}x{mode.height} at {mode.fps:g} fps): "
+                                        f"{exc}") from exc
             plans[name] = CameraPlan(name, use_case, mode, est, alloc)
         return plans
 
