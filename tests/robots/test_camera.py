@@ -112,3 +112,16 @@ def test_bad_settings_are_named(at_table: SimRobot) -> None:
         SimCamera(at_table, rate_hz=0)
     with pytest.raises(ConfigError, match="no camera named"):
         SimCamera(at_table, camera="tail")
+
+
+def test_renders_a_simulation_running_elsewhere_from_its_qpos(at_table: SimRobot) -> None:
+    with pytest.raises(ConfigError, match="qpos_fn"):
+        SimCamera()
+    # e.g. the physics runs in the control process and publishes qpos through shared memory
+    with SimCamera(qpos_fn=at_table.qpos_snapshot, width=160, height=120, threaded=False) as cam:
+        before = cam.camera_pose_world()  # no frame yet: the current pose
+        frame = cam.read()
+        np.testing.assert_allclose(cam.camera_pose_world(frame.seq), before, atol=1e-12)
+        u, v, _ = project(cam, frame, at_table.object_position("red_cube"))
+        r, g, b = (int(x) for x in frame.image[v, u])
+        assert r > 2 * max(g, b) + 20

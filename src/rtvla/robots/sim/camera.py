@@ -22,6 +22,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import mujoco  # MUJOCO_GL was set by rtvla.robots.sim.__init__ (imports _gl first)
@@ -31,6 +32,7 @@ from rtvla.errors import ConfigError, RenderError, SourceError
 from rtvla.metrics import Recorder
 from rtvla.robots.sim._gl import gl_backend, gl_hint
 from rtvla.robots.sim.robot import SimRobot
+from rtvla.robots.sim.scene import SceneConfig, load_scene
 from rtvla.timing import MONOTONIC, Clock
 
 __all__ = ["CameraIntrinsics", "CameraUnavailable", "SimCamera", "SimFrame"]
@@ -80,6 +82,10 @@ class SimFrame:
 class SimCamera:
     """A MuJoCo camera of ``robot``'s scene as a frame source (a context manager).
 
+    ``robot=None`` with ``qpos_fn`` (and optionally ``scene``) renders a simulation that runs
+    elsewhere, for example in the control loop's own process: ``qpos_fn`` returns the full
+    ``qpos`` of the same MJCF (from a shared-memory channel, say).
+
     ``camera``: MJCF camera name (default: the scene's head camera). ``rate_hz``: render
     rate of the thread. ``depth``: also render depth (a second pass, about twice the cost).
     ``recorder``: render latency as metric ``render`` and one ``count`` per frame of
@@ -88,8 +94,10 @@ class SimCamera:
 
     def __init__(
         self,
-        robot: SimRobot,
+        robot: SimRobot | None = None,
         *,
+        scene: SceneConfig | None = None,
+        qpos_fn: Callable[[], np.ndarray] | None = None,
         width: int = 640,
         height: int = 480,
         rate_hz: float = 30.0,
@@ -101,7 +109,16 @@ class SimCamera:
         name: str = "sim_camera",
         open_timeout_s: float = 15.0,
     ) -> None:
-        model = robot.model
+        if robot is not None:
+            model, scene = robot.model, robot.scene
+            qpos_fn = qpos_fn or robot.qpos_snapshot
+        elif qpos_fn is None:
+            raise ConfigError(
+                "SimCamera needs a robot or a qpos_fn returning the simulation's qpos"
+            )
+        else:
+            scene = scene if scene is not None else load_scene()
+            model = scene.load_model()
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
             raise ConfigError(f"camera resolution must be positive integers, got {width}x{height}")
         if width > model.vis.global_.offwidth or height > model.vis.global_.offheight:
@@ -111,11 +128,13 @@ class SimCamera:
             )
         if not (rate_hz > 0 and math.isfinite(rate_hz)):
             raise ConfigError(f"camera rate_hz must be > 0, got {rate_hz}")
-        cam_name = camera or robot.scene.robot.camera
+        cam_name = camera or scene.robot.camera
         self._cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, cam_name)
         if self._cam < 0:
             raise ConfigError(f"no camera named {cam_name!r} in the scene")
         self.robot = robot
+        self.scene = scene
+        self._qpos_fn = qpos_fn
         self.model = model
         self.name = name
         self.width, self.height = width, height
@@ -129,6 +148,8 @@ class SimCamera:
         self._recorder = recorder
         self._open_timeout_s = open_timeout_s
         self._data = mujoco.MjData(model)
+        self._pose_data: mujoco.MjData | None = None
+        self._pose_lock = threading.Lock()
         self._renderer: mujoco.Renderer | None = None
         self._cond = threading.Condition()
         self._latest: SimFrame | None = None
@@ -265,9 +286,7 @@ class SimCamera:
                 return self._poses[seq].copy()
             if self._poses:
                 return next(reversed(self._poses.values())).copy()
-        return self._pose_from(
-            self.robot.frame_pose(self.model.camera(self._cam).name, kind="camera")
-        )
+        return self._current_pose()
 
     # ------------------------------------------------------------------ rendering
     def _make_renderer(self) -> mujoco.Renderer:
@@ -279,11 +298,19 @@ class SimCamera:
                 f"({type(exc).__name__}: {exc}); {gl_hint()}"
             ) from exc
 
-    @staticmethod
-    def _pose_from(mj_pose: np.ndarray) -> np.ndarray:
-        out = mj_pose.copy()
-        out[:3, :3] = mj_pose[:3, :3] @ _MJ_TO_CV
-        return out
+    def _current_pose(self) -> np.ndarray:
+        """The camera pose for the simulation's qpos now (its own MjData: the renderer's is busy)."""
+        with self._pose_lock:
+            if self._pose_data is None:
+                self._pose_data = mujoco.MjData(self.model)
+            d = self._pose_data
+            d.qpos[:] = self._qpos_fn()
+            mujoco.mj_kinematics(self.model, d)
+            mujoco.mj_camlight(self.model, d)
+            pose = np.eye(4)
+            pose[:3, :3] = d.cam_xmat[self._cam].reshape(3, 3) @ _MJ_TO_CV
+            pose[:3, 3] = d.cam_xpos[self._cam]
+            return pose
 
     def _capture(self) -> SimFrame:
         """Render the robot's current configuration now (in the thread owning the renderer)."""
@@ -291,7 +318,7 @@ class SimCamera:
         if r is None:
             raise RenderError(f"{self.name}: not open")
         m, d = self.model, self._data
-        qpos = self.robot.qpos_snapshot()
+        qpos = self._qpos_fn()
         stamp = self._clock.now_ns()
         t0 = self._clock.now_ns()
         d.qpos[:] = qpos
