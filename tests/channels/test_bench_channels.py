@@ -77,7 +77,7 @@ def test_cli_writes_json_rows_and_plot(tmp_path: Path) -> None:
         assert r["bytes"] == 64
         assert set(r["latency_us"]) >= {"p50", "p99"}
     assert png.stat().st_size > 1000
-    assert "mp_queue/shm" in res.output
+    assert "x p50" in res.output and "shm" in res.output
 
 
 @pytest.mark.parametrize(
