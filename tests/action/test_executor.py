@@ -32,9 +32,8 @@ def _scene_capabilities(scene):
 
 def _make_nav(sim, sp, clock, rec):
     from rtvla.action.navigation import Navigator
-    from rtvla.robots.sim.grid import occupancy_grid
 
-    return Navigator(occupancy_grid(sim.scene), sim, sp, places=sim.scene.places, recorder=rec, clock=clock)
+    return Navigator.for_sim(sim, sp, recorder=rec, clock=clock)
 
 
 def test_put_the_red_cube_in_the_blue_bin_in_lockstep(lockstep_stack) -> None:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rtvla.action.world import WorldModel
+from rtvla.action.world import WorldModel, labels_for_scene
 from rtvla.channels import LatestValue
 from rtvla.errors import RenderError
 from rtvla.timing import FakeClock
@@ -47,6 +47,16 @@ def test_detections_become_world_estimates() -> None:
     clock.advance(1.0)
     assert world.estimate("red_cube") is None  # too old for the default age
     assert world.estimate("red_cube", max_age_s=5.0) is not None
+
+
+def test_scene_labels_use_colours_only_when_unambiguous() -> None:
+    objs = {"red_cube": SimpleNamespace(color="red"), "blue_cube": SimpleNamespace(color="blue"),
+            "blue_ball": SimpleNamespace(color="blue")}
+    labels = labels_for_scene(SimpleNamespace(objects=objs))
+    assert labels == {"red_cube": ["red"], "blue_cube": [], "blue_ball": []}
+    clock = FakeClock(1)
+    world = WorldModel(LatestValue("d", clock=clock), lambda: np.eye(4), labels=labels, clock=clock)
+    assert world.name_of("red") == "red_cube" and world.name_of("blue") == "blue"
 
 
 def test_stale_or_old_detections_are_not_used() -> None:
@@ -103,7 +113,7 @@ def test_put_red_cube_in_blue_bin_with_rendered_perception(lockstep_stack) -> No
             pytest.skip(f"no offscreen rendering here: {exc}")
         holder["cam"] = cam
         holder["channel"] = ch = LatestValue("detections", clock=clock)
-        return WorldModel(ch, cam.camera_pose_world, labels={"red_cube": ["red"]}, clock=clock)
+        return WorldModel(ch, cam.camera_pose_world, labels=labels_for_scene(sim.scene), clock=clock)
 
     s = lockstep_stack("home", navigator=make_nav, world=make_world)
     cam, ch, detector = holder["cam"], holder["channel"], ColorDetector()

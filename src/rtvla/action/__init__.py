@@ -29,7 +29,7 @@ from rtvla.action.trajectory import (
     check_goal,
     plan_trajectory,
 )
-from rtvla.action.world import GroundTruthPerception, ObjectEstimate, WorldModel
+from rtvla.action.world import GroundTruthPerception, ObjectEstimate, WorldModel, labels_for_scene
 
 __all__ = [
     "SKILLS",
@@ -68,6 +68,7 @@ __all__ = [
     "as_grid_map",
     "check_goal",
     "check_setpoint",
+    "labels_for_scene",
     "plan_path",
     "plan_trajectory",
 ]

@@ -15,6 +15,9 @@ Usage::
     ex = TaskExecutor(ctx, on_progress=lambda p: print(p.index, p.name, p.status))
     result = ex.execute(plan, stop_event=stop)        # real time, blocking
     result.success, result.failed_step, result.reason, [s.duration_s for s in result.steps]
+
+In real time the navigator and the control loop run in their own threads (or the runtime's);
+the executor only sets goals and watches. In lock-step, :class:`LockstepDriver` steps them all.
 """
 
 from __future__ import annotations

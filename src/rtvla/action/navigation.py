@@ -209,6 +209,16 @@ class Navigator(Component):
         self.loop: RateLoop | None = None
         self.stats_counts = {"goals": 0, "succeeded": 0, "failed": 0, "replans": 0, "blocked_ticks": 0}
 
+    @classmethod
+    def for_sim(cls, sim: Any, setpoints: Channel, *, resolution_m: float = 0.05, **kwargs: Any) -> Navigator:
+        """A navigator for a ``SimRobot``: occupancy grid from its scene's MuJoCo model
+        (inflated by the scene's robot radius), its named places, its state."""
+        from rtvla.robots.sim.grid import occupancy_grid
+
+        grid = occupancy_grid(sim.scene, resolution_m=resolution_m)
+        kwargs.setdefault("places", sim.scene.places)
+        return cls(grid, sim, setpoints, **kwargs)
+
     # -- goals ------------------------------------------------------------------------------
 
     def resolve(self, goal: Any) -> tuple[tuple[float, float, float], str | None]:

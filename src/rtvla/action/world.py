@@ -26,7 +26,7 @@ import numpy as np
 
 from rtvla.timing import MONOTONIC, Clock
 
-__all__ = ["GroundTruthPerception", "ObjectEstimate", "WorldModel", "WorldView"]
+__all__ = ["GroundTruthPerception", "ObjectEstimate", "WorldModel", "WorldView", "labels_for_scene"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,20 @@ class WorldModel:
         """Drop the estimate of ``name`` (it was moved: the old position is wrong)."""
         with self._lock:
             self._estimates.pop(name, None)
+
+
+def labels_for_scene(scene: Any) -> dict[str, list[str]]:
+    """Detector labels for each object of a scene config (``objects`` with a ``color``): the
+    object's own name, plus its colour when no other object shares that colour (the color
+    detector labels blobs by colour). Receptacles are left to their own names."""
+    objects = getattr(scene, "objects", {})
+    colors: dict[str, list[str]] = {}
+    for name, spec in objects.items():
+        colors.setdefault(getattr(spec, "color", ""), []).append(name)
+    return {
+        name: [spec.color] if len(colors.get(getattr(spec, "color", ""), [])) == 1 and spec.color else []
+        for name, spec in objects.items()
+    }
 
 
 class GroundTruthPerception:
