@@ -25,6 +25,13 @@ from rtvla.robots.sim.scene import (
     assets_dir,
     load_scene,
 )
+from rtvla.robots.sim.settings import (
+    SimCameraSettings,
+    SimSettings,
+    build_sim_camera,
+    build_sim_robot,
+    parse_sim_settings,
+)
 
 __all__ = [
     "CameraIntrinsics",
@@ -36,11 +43,16 @@ __all__ = [
     "RobotWiring",
     "SceneConfig",
     "SimCamera",
+    "SimCameraSettings",
     "SimFrame",
     "SimKinematics",
     "SimRobot",
+    "SimSettings",
     "SimStats",
     "assets_dir",
+    "build_sim_camera",
+    "build_sim_robot",
     "load_scene",
     "occupancy_grid",
+    "parse_sim_settings",
 ]
