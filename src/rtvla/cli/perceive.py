@@ -183,6 +183,14 @@ def bench_perception(
         stem = tuple(int(c) for c in onnx_stem.split(",")) if onnx_stem else BENCH_MODEL_STEM
     except ValueError:
         raise typer.BadParameter(f"--onnx-stem must be ints like 16,32,64, got {onnx_stem!r}") from None
+    import importlib.util
+
+    if "onnx" in kinds and importlib.util.find_spec("onnx") is None:
+        console.print("[yellow]the onnx package is not installed (pip install onnx): "
+                      "skipping the ONNX rows, which build their test model with it[/yellow]")
+        kinds.remove("onnx")
+        if not kinds:
+            raise typer.Exit(2)
     total = 2 * len(kinds)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("bench perception", total=total)

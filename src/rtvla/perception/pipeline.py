@@ -211,10 +211,10 @@ class VisionPipeline(Component):
 
     def run(self, *, duration_s: float | None = None, max_ticks: int | None = None) -> LoopStats:
         """setup, step at ``rate_hz`` until :meth:`stop` (or the limits), teardown."""
-        self.setup()
         self._loop = RateLoop(self.rate_hz, clock=self.clock, stop_event=self.stop_event,
                               name=self.name)
         try:
+            self.setup()
             stats = self._loop.run(self.step, duration_s=duration_s, max_ticks=max_ticks)
         finally:
             self.teardown()
@@ -223,6 +223,13 @@ class VisionPipeline(Component):
         return stats
 
     # -- one cycle ------------------------------------------------------------------------
+
+    def _read(self) -> FrameLike | None:
+        try:
+            return self.source.read()
+        except PerceptionError as exc:
+            logger.debug("source read failed: %s", exc)
+            return None
 
     def _grab(self) -> FrameLike | None:
         try:
@@ -246,7 +253,7 @@ class VisionPipeline(Component):
         rec, name = self.recorder, self.name
         if self._inflight is not None:
             if not self._inflight.done():
-                frame = self.source.read()
+                frame = self._read()
                 if frame is not None and frame.seq != self._last_seq:
                     self._count_new(frame)
                     self.dropped += 1  # arrived while the detector was busy
@@ -266,7 +273,7 @@ class VisionPipeline(Component):
         if self.frames_seen % int(self.knob("skip_frames")) != 0:
             self.skipped += 1
             return PipelineStatus.SKIPPED
-        newest = self.source.read()
+        newest = self._read()
         if newest is not None and newest.seq > frame.seq:
             self.stale_processed += 1
         try:
