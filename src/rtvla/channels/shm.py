@@ -318,6 +318,7 @@ class SharedArrayChannel:
                slots: int = 3, clock: Clock = MONOTONIC) -> SharedArrayChannel:
         """Create a channel and its shared-memory segment; this handle owns (unlinks) it."""
         shape_t, dt, slots = _check_layout(name, shape, dtype, slots)
+        _get_futex()  # fails on a platform without futexes before anything is created
         spec = ShmSpec(name, _segment_name(name), shape_t, dt, slots)
         size = _round_up(_TABLE_OFFSET + 16 * slots) + slots * _round_up(spec.nbytes)
         mm = _open_segment(spec.segment, size)
@@ -337,6 +338,7 @@ class SharedArrayChannel:
         if not isinstance(spec, ShmSpec):
             raise ChannelError(f"attach needs a ShmSpec, got {type(spec).__name__}")
         _check_layout(spec.name, spec.shape, spec.dtype, spec.slots)
+        _get_futex()
         mm = _open_segment(spec.segment, None)
         hdr = np.frombuffer(mm, np.uint64, _HEADER_WORDS, 0)
         found = (int(hdr[_H_MAGIC]), int(hdr[_H_VERSION]), int(hdr[_H_SLOTS]), int(hdr[_H_NBYTES]))
