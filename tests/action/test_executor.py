@@ -209,3 +209,31 @@ def test_skill_settings_merge_timeouts_and_validate() -> None:
         SkillSettings.from_section({"timeouts_s": {"perceive": -1}})
     with pytest.raises(ConfigError, match="unknown key"):
         SkillSettings.from_section({"grasp_force": 3})
+
+
+def test_lockstep_runs_are_deterministic(lockstep_stack) -> None:
+    runs = []
+    for _ in range(2):
+        s = lockstep_stack("table")
+        result = s.driver.run_plan(s.executor, PERCEIVE_PICK, timeout_s=60)
+        runs.append(([st.duration_s for st in result.steps], s.sim.object_position("red_cube")))
+    assert runs[0][0] == runs[1][0]
+    assert np.array_equal(runs[0][1], runs[1][1])
+
+
+def test_canceling_during_navigation_stops_the_base(lockstep_stack) -> None:
+    from rtvla.action.navigation import NavStatus
+
+    s = lockstep_stack("home", navigator=_make_nav)
+    stop = threading.Event()
+    s.executor.start([{"type": "navigate", "parameters": {"target": "kitchen"}}], stop_event=stop)
+    s.driver.executor = s.executor
+    s.driver.run_until(lambda: s.ctx.phase.startswith("driving (") and "track" in s.ctx.phase, 10)
+    s.driver.run_until(lambda: False, 1.0)  # drive for a second
+    assert np.hypot(*s.sim.read_state().base_vel[:2]) > 0.1
+    stop.set()
+    s.driver.run_until(lambda: s.executor.status is not ExecStatus.RUNNING, 1)
+    assert s.executor.status is ExecStatus.CANCELED
+    assert s.navigator.state().status is NavStatus.CANCELED
+    s.driver.run_until(lambda: False, 1.0)
+    assert np.all(np.abs(s.sim.read_state().base_vel) < 0.02)
