@@ -107,6 +107,9 @@ def test_goal_errors(wall_map: GridMap, kinematic_base) -> None:
         nav.set_goal((0.0, -1.5, 0.0))  # inside the wall
     with pytest.raises(NavigationError, match="goal pose"):
         nav.set_goal((float("nan"), 0.0))
+    with pytest.raises(NavigationError, match="keys x and y"):
+        nav.set_goal({"x": 1.0})
+    assert nav.resolve({"x": -1.5, "y": -2.0, "yaw": 0.5}) == ((-1.5, -2.0, 0.5), None)
     assert nav.state().status is NavStatus.IDLE
 
 

@@ -146,6 +146,11 @@ def state_reader(source: Any) -> Callable[[], RobotState]:
 
 
 def _as_pose(goal: Any) -> tuple[float, float, float]:
+    if isinstance(goal, Mapping):
+        try:
+            return _as_pose((goal["x"], goal["y"], goal.get("yaw", math.nan)))
+        except KeyError:
+            raise NavigationError(f"goal pose needs keys x and y, got {sorted(goal)}") from None
     if hasattr(goal, "x") and hasattr(goal, "y"):
         return float(goal.x), float(goal.y), float(getattr(goal, "yaw", 0.0))
     if hasattr(goal, "pose"):  # a scene Place
