@@ -196,3 +196,26 @@ def test_settings_validation_names_the_field():
     assert ControlSettings.from_section({}).setpoint_timeout_s == 0.3
     lim = default_limits(2)
     assert check_setpoint(Setpoint(stamp_ns=0, arm_q=np.zeros(2)), lim) is None
+
+
+def test_sim_robot_reaches_joint_target_in_lockstep():
+    sim = pytest.importorskip("rtvla.robots.sim")
+    clock = FakeClock(start_ns=1_000_000_000)
+    with sim.SimRobot(lockstep=True, clock=clock) as robot:
+        lim = robot.limits
+        channel = LatestValue("setpoints", clock=clock)
+        loop = ControlLoop(robot, channel, rate_hz=100, clock=clock,
+                           settings=ControlSettings(spin_margin_s=0.0))
+        last = [clock.now_ns()]
+
+        def physics(deadline: int) -> None:  # the simulator keeps pace with the fake clock
+            robot.advance((clock.now_ns() - last[0]) / 1e9)
+            last[0] = clock.now_ns()
+
+        clock.on_sleep = physics
+        start = robot.read_state().q.copy()
+        goal = np.clip(start + 0.4, lim.q_min + 0.1, lim.q_max - 0.1)
+        channel.publish(Setpoint(stamp_ns=clock.now_ns(), arm_q=goal))
+        stats = loop.run(max_ticks=400)
+        assert stats.watchdog_trips == 0, stats.last_trip_reason
+        np.testing.assert_allclose(robot.read_state().q, goal, atol=0.03)

@@ -95,6 +95,7 @@ class ControlStats:
     achieved_hz: float = 0.0
     loop_time_avg_ms: float = 0.0
     loop_time_max_ms: float = 0.0
+    loop_time_max_tick: int = -1  # which tick took longest (to find what caused it)
     lateness_p50_us: float = 0.0
     lateness_p99_us: float = 0.0
     lateness_max_us: float = 0.0
@@ -188,6 +189,9 @@ class ControlLoop(Component):
         self._accepted_stamp_ns = 0
         self._tripped = False
         self._last_slot = -1
+        self._n_ticks = self._n_missed = self._n_late = 0
+        self._first_wake_ns: int | None = None
+        self._last_wake_ns = 0
         self._state: RobotState | None = None
         self._lateness = np.zeros(self.settings.lateness_window, dtype=np.int64)
         self._lat_hist = LatencyHistogram()
@@ -305,13 +309,21 @@ class ControlLoop(Component):
         step_s = (self.clock.now_ns() - tick.wake_ns) / 1e9
         skipped = tick.slot - self._last_slot - 1 if self._last_slot >= 0 else 0
         self._last_slot = tick.slot
+        self._n_ticks += 1
+        if self._first_wake_ns is None:
+            self._first_wake_ns = tick.wake_ns
+        self._last_wake_ns = tick.wake_ns
         self._lateness[tick.index % len(self._lateness)] = lateness_ns
         with self._stats_lock:
             self._lat_hist.record(lateness_ns / 1e9)
+            if step_s > self._step_hist.max:
+                self._stats.loop_time_max_tick = tick.index
             self._step_hist.record(max(step_s, 0.0))
         rec.latency(self.name, max(step_s, 0.0))
         rec.observe(self.name, "lateness", lateness_ns / 1e9)
         if skipped > 0:
+            self._n_missed += skipped
+            self._n_late += 1
             rec.miss(self.name, skipped)
 
     def _base_moving(self) -> bool:
@@ -398,6 +410,23 @@ class ControlLoop(Component):
             return self._lateness[:n] / 1e3
         start = ticks % len(self._lateness)
         return np.concatenate([self._lateness[start:], self._lateness[:start]]) / 1e3
+
+    def live_stats(self) -> dict[str, float]:
+        """Cheap running figures (no percentiles), fit to publish from inside the loop."""
+        n = self._n_ticks
+        span = (self._last_wake_ns - (self._first_wake_ns or 0)) / 1e9
+        s = self._stats
+        return {
+            "ticks": float(n),
+            "missed": float(self._n_missed),
+            "watchdog_trips": float(s.watchdog_trips),
+            "stopped": 1.0 if self._tripped else 0.0,
+            "lateness_max_us": self._lat_hist.max * 1e6 if self._lat_hist.count else 0.0,
+            "loop_time_max_ms": self._step_hist.max * 1e3 if self._step_hist.count else 0.0,
+            "achieved_hz": (n - 1) / span if n > 1 and span > 0 else 0.0,
+            "on_time_rate": 1.0 - self._n_late / n if n else 1.0,
+            "setpoints_accepted": float(s.setpoints_accepted),
+        }
 
     def stats_obj(self) -> ControlStats:
         """The loop's figures so far (safe to call from another thread)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -119,9 +120,9 @@ class _StatePublisher:
         seq = self.state_ch.publish(_state_to_array(state, self._n, tripped, self._buf))
         self._n += 1
         if loop is not None and self._n % _STATS_EVERY == 0:
-            s = loop.stats_obj()
+            live = loop.live_stats()
             for i, key in enumerate(_STATS_FIELDS):
-                self._stats_buf[i] = float(getattr(s, key))
+                self._stats_buf[i] = live[key]
             self.stats_ch.publish(self._stats_buf)
         return seq
 
@@ -185,6 +186,8 @@ def _child_main(
         conn.send(("ready", {"pid": os.getpid(), "realtime": loop.realtime}))
         stats = loop.run(duration_s=duration_s)
         stop.set()
+        if realtime.freeze_gc:
+            gc.unfreeze()  # let the interpreter free the frozen objects at exit
         watcher.join(1.0)
         snapshot = recorder.snapshot() if hasattr(recorder, "snapshot") else {}
         conn.send(("stats", {

@@ -44,8 +44,10 @@ from rtvla.timing import MONOTONIC, Clock, RateLoop, Tick
 __all__ = [
     "KinematicRobot",
     "MLPChunkPolicy",
+    "RobotChoice",
     "bench_control",
     "busy_process",
+    "choose_robot",
     "default_limits",
     "navigation_workload",
     "perception_workload",
@@ -358,8 +360,15 @@ class RobotChoice:
     dof: int
 
 
-def choose_robot(dof: int = 6) -> RobotChoice:
-    """The MuJoCo SimRobot (real-time mode) when importable, else the kinematic robot."""
+def choose_robot(kind: str = "auto", dof: int = 6) -> RobotChoice:
+    """``sim``: the MuJoCo SimRobot in real-time mode; ``kinematic``: :class:`KinematicRobot`;
+    ``auto``: the SimRobot when it can be built, else the kinematic robot."""
+    if kind not in ("auto", "sim", "kinematic"):
+        raise ConfigError(f"robot must be auto, sim or kinematic, got {kind!r}")
+    kinematic = RobotChoice("KinematicRobot (exact integration)",
+                            functools.partial(KinematicRobot, dof), dof)
+    if kind == "kinematic":
+        return kinematic
     try:
         from rtvla.robots.sim import SimRobot  # type: ignore[attr-defined]
     except ImportError:
@@ -374,9 +383,12 @@ def choose_robot(dof: int = 6) -> RobotChoice:
                 close()
             return RobotChoice("SimRobot (MuJoCo, real-time)", factory, n)
         except Exception as exc:
+            if kind == "sim":
+                raise ConfigError(f"the MuJoCo SimRobot could not be built: {exc}") from exc
             logger.warning("SimRobot unavailable (%s); using the kinematic robot", exc)
-    return RobotChoice("KinematicRobot (exact integration)", functools.partial(KinematicRobot, dof),
-                       dof)
+    elif kind == "sim":
+        raise ConfigError("the MuJoCo SimRobot (rtvla.robots.sim) is not installed")
+    return kinematic
 
 
 def _goal_stream(dof: int, limits: RobotLimits, t_s: float) -> np.ndarray:
@@ -516,6 +528,7 @@ def bench_control(
     *,
     rate_hz: float = 100.0,
     placements: tuple[str, ...] = ("thread", "process", "chunks"),
+    robot: str | RobotChoice = "auto",
     progress: Callable[[str], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Run the placements one after another under the same background load.
@@ -527,7 +540,7 @@ def bench_control(
     unknown = [p for p in placements if p not in ("thread", "process", "chunks")]
     if unknown:
         raise ConfigError(f"unknown placement {unknown[0]!r}; known: thread, process, chunks")
-    choice = choose_robot()
+    choice = robot if isinstance(robot, RobotChoice) else choose_robot(robot)
     runners = {"thread": run_thread_placement, "process": run_process_placement, "chunks": run_chunks}
     rows: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}

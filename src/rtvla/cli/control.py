@@ -21,6 +21,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         seconds: float = typer.Option(30.0, help="seconds per placement (the goals use 30)"),
         placements: str = typer.Option(",".join(_PLACEMENTS), help="comma-separated: thread, process, chunks"),
         rate: float = typer.Option(100.0, help="control rate in Hz"),
+        robot: str = typer.Option("auto", help="auto (SimRobot if available), sim or kinematic"),
         json_path: Path | None = typer.Option(None, "--json", help="write the rows as JSON"),
         plot: Path = typer.Option(Path("rtvla-bench/control.png"), help="lateness histogram PNG"),
     ) -> None:
@@ -38,7 +39,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                  f"choose from {', '.join(_PLACEMENTS)}")
         if not seconds > 0:
             fail(f"--seconds must be > 0, got {seconds}")
-        console.print(f"robot: {choose_robot().label}")
+        try:
+            choice = choose_robot(robot)
+        except ConfigError as exc:
+            fail(str(exc))
+        console.print(f"robot: {choice.label}")
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
@@ -53,7 +58,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 progress.update(task, description=f"control loop in {label} for {seconds:g} s under load")
 
             try:
-                rows, samples = bench_control(seconds, rate_hz=rate, placements=chosen, progress=step)
+                rows, samples = bench_control(seconds, rate_hz=rate, placements=chosen, robot=choice,
+                                             progress=step)
             except ConfigError as exc:
                 fail(str(exc))
             progress.advance(task)
