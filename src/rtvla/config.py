@@ -54,6 +54,7 @@ SECTIONS = (
     "runtime",
     "control",
     "navigation",
+    "executor",
     "perception",
     "cameras",
     "llm",
