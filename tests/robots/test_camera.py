@@ -125,3 +125,18 @@ def test_renders_a_simulation_running_elsewhere_from_its_qpos(at_table: SimRobot
         u, v, _ = project(cam, frame, at_table.object_position("red_cube"))
         r, g, b = (int(x) for x in frame.image[v, u])
         assert r > 2 * max(g, b) + 20
+
+
+def test_on_demand_camera_may_be_read_from_any_thread(at_table: SimRobot) -> None:
+    import threading
+
+    with SimCamera(at_table, width=64, height=48, depth=False, threaded=False) as cam:
+        first = cam.read()
+        got: list = []
+        t = threading.Thread(target=lambda: got.append(cam.read()))
+        t.start()
+        t.join(timeout=30)
+        assert got and got[0].seq == first.seq + 1  # rendered on demand, in order
+        at_table.advance(0.1)
+        assert cam.wait_newer(got[0].seq, timeout=30).seq == first.seq + 2
+    assert cam.read() is None

@@ -5,9 +5,10 @@ It matches perception's ``FrameSource`` by shape (``open``/``close``/``read`` an
 
 Rendering never blocks physics: each frame copies the robot's ``qpos`` (a brief lock) and
 renders it on a private ``MjData``. By default a thread renders at ``rate_hz`` and
-``read()`` returns the newest frame; with ``threaded=False`` ``read()`` renders on demand in
-the caller's thread (deterministic, for lock-step runs). The GL context lives in the thread
-that renders, as EGL requires.
+``read()`` returns the newest frame; with ``threaded=False`` ``read()`` renders on demand
+and returns that frame (deterministic, for lock-step runs). Either way all GL work happens
+in the camera's own thread, because an EGL context is current in one thread at a time:
+any thread may call ``read()``.
 
 Usage::
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,6 +44,15 @@ logger = logging.getLogger(__name__)
 # MuJoCo cameras look along -z with y up; OpenCV looks along +z with y down.
 _MJ_TO_CV = np.diag([1.0, -1.0, -1.0])
 _POSE_HISTORY = 16
+
+
+@dataclass
+class _Request:
+    """One on-demand frame: filled in by the render thread."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    frame: SimFrame | None = None
+    error: BaseException | None = None
 
 
 class CameraUnavailable(RenderError, SourceError):
@@ -159,6 +170,7 @@ class SimCamera:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._open = False
         self.frames_rendered = 0
         self.render_s_total = 0.0
@@ -170,23 +182,24 @@ class SimCamera:
             return
         self._stop.clear()
         self._error = None
-        if self.threaded:
-            self._ready.clear()
-            self._thread = threading.Thread(
-                target=self._run, name=f"{self.name}-render", daemon=True
+        self._ready.clear()
+        self._requests = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run if self.threaded else self._serve,
+            name=f"{self.name}-render",
+            daemon=True,
+        )
+        self._thread.start()
+        if not self._ready.wait(self._open_timeout_s):
+            self._stop.set()
+            raise CameraUnavailable(
+                f"{self.name}: renderer did not start within {self._open_timeout_s} s "
+                f"(MUJOCO_GL={gl_backend()!r})"
             )
-            self._thread.start()
-            if not self._ready.wait(self._open_timeout_s):
-                self._stop.set()
-                raise CameraUnavailable(
-                    f"{self.name}: renderer did not start within {self._open_timeout_s} s (MUJOCO_GL={gl_backend()!r})"
-                )
-            if self._error is not None:
-                self._thread.join(timeout=2.0)
-                self._thread = None
-                raise self._error
-        else:
-            self._renderer = self._make_renderer()
+        if self._error is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+            raise self._error
         self._open = True
         logger.info(
             "%s open: %dx%d at %.0f Hz%s (%s)",
@@ -201,15 +214,13 @@ class SimCamera:
     def close(self) -> None:
         """Stop rendering and release the GL context. Idempotent."""
         self._stop.set()
+        self._open = False
         with self._cond:
             self._cond.notify_all()
+        self._requests.put(None)  # wakes the on-demand server
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-        self._open = False
 
     def __enter__(self) -> SimCamera:
         self.open()
@@ -224,7 +235,7 @@ class SimCamera:
         if not self._open:
             return None
         if not self.threaded:
-            return self._capture()
+            return self._render_on_demand()
         with self._cond:
             return self._latest
 
@@ -233,7 +244,7 @@ class SimCamera:
         if not self._open:
             raise RenderError(f"{self.name}: wait_frame() before open()")
         if not self.threaded:
-            return self._capture()
+            return self._render_on_demand(timeout)
         with self._cond:
             ok = self._cond.wait_for(
                 lambda: (
@@ -258,7 +269,7 @@ class SimCamera:
         if not self._open:
             return None
         if not self.threaded:
-            return self._capture()
+            return self._render_on_demand(timeout)
         with self._cond:
             self._cond.wait_for(
                 lambda: (
@@ -356,6 +367,52 @@ class SimCamera:
                 self._poses.popitem(last=False)
             self._cond.notify_all()
         return frame
+
+    def _render_on_demand(self, timeout: float | None = None) -> SimFrame:
+        """Ask the render thread for a frame of the current configuration and wait for it."""
+        req = _Request()
+        self._requests.put(req)
+        if not req.done.wait(self._open_timeout_s if timeout is None else timeout):
+            raise TimeoutError(f"{self.name}: no frame rendered within {timeout} s")
+        if req.error is not None:
+            raise req.error
+        assert req.frame is not None
+        return req.frame
+
+    def _serve(self) -> None:
+        """On-demand render thread: owns the GL context, renders one frame per request."""
+        try:
+            self._renderer = self._make_renderer()
+        except CameraUnavailable as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                req = self._requests.get()
+                if req is None or self._stop.is_set():
+                    if req is not None:
+                        req.error = RenderError(f"{self.name}: closed")
+                        req.done.set()
+                    break
+                try:
+                    req.frame = self._capture()
+                except Exception as exc:
+                    logger.exception("%s: rendering failed", self.name)
+                    req.error = RenderError(f"{self.name}: rendering failed: {exc}")
+                req.done.set()
+        finally:
+            self._renderer.close()
+            self._renderer = None
+            while True:  # nobody waits forever on a request that came in while closing
+                try:
+                    left = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None:
+                    left.error = RenderError(f"{self.name}: closed")
+                    left.done.set()
 
     def _run(self) -> None:
         try:
