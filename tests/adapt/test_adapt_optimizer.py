@@ -204,3 +204,17 @@ def test_from_config_and_policy_validation(stack, recorder):
         AdaptConfig.from_section({"bogus": 1})
     with pytest.raises(ConfigError, match="needs a signal source"):
         AdaptiveOptimizer(opt.ladder).step()
+
+
+def test_allocator_preemption_turns_quality_down_through_the_optimizer(stack, recorder, clock):
+    from rtvla.resources import ResourceAllocator, ResourceRequest
+
+    opt = AdaptiveOptimizer(QualityLadder.auto(stack.values()), policy=POLICY, recorder=recorder, clock=clock)
+    alloc = ResourceAllocator(Capacity((0, 1), 4000, 4000), reserve_memory_mb=0, recorder=recorder, clock=clock)
+    alloc.request("llm", ResourceRequest(1.5, 1000, priority=2, min_cpu_cores=0.5),
+                  on_preempt=opt.handle_preemption)
+    alloc.request("control", ResourceRequest(0.3, 100, priority=10, critical=True, exclusive_cpu=True))
+    assert opt.level == 1 and stack["llm"].knob("cache") is True
+    kinds = [(e.component, e.kind) for e in recorder.events]
+    assert ("llm", "preempted") in kinds and ("adapt", "level") in kinds
+    assert alloc.affinity_plan().cpus_for("control") == (1,)
