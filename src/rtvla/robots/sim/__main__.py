@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ph, cam, rs = figures["physics"], figures["camera"], figures["read_state_us"]
     table.add_row("physics real-time factor", f"{ph['realtime_factor']:.3f}")
     table.add_row("physics lag (ms)", f"{ph['lag_ms']:.2f}")
-    table.add_row("dropped steps", str(ph["dropped_steps"]))
+    table.add_row(
+        "dropped steps (startup)", f"{ph['dropped_steps']} ({ph['dropped_steps_startup']})"
+    )
     table.add_row("mj_step + control (us)", f"{ph['step_us_mean']:.1f}")
     table.add_row(
         f"camera {cam['width']}x{cam['height']}{' + depth' if cam['depth'] else ''} (Hz)",
