@@ -14,14 +14,19 @@ Usage::
 from __future__ import annotations
 
 import math
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rtvla.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 
 __all__ = [
     "DEFAULT_SCENE_TOML",
