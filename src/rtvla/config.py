@@ -61,7 +61,6 @@ SECTIONS = (
     "robot",
     "resources",
     "adapt",
-    "metrics",
 )
 
 

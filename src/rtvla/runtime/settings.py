@@ -1,0 +1,94 @@
+"""The ``[runtime]`` table and the check of every section of ``rtvla.toml``.
+
+Each package validates its own table (perception, llm, control, ...); ``validate_sections``
+runs all of them so that ``rtvla config check`` and ``rtvla run`` fail early, naming the
+field and the bad value, before anything starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rtvla.config import Config
+from rtvla.errors import ConfigError
+
+__all__ = ["RuntimeSettings", "validate_sections"]
+
+
+class RuntimeSettings(BaseModel):
+    """How ``rtvla run`` runs the stack."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str = "put the red cube in the blue bin"
+    out_root: str = Field("runs", description="run folders are created under this directory")
+    metrics_interval_s: float = Field(1.0, gt=0, le=60, description="metrics.jsonl line period")
+    prometheus_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics when set")
+    prometheus_addr: str = "127.0.0.1"
+    startup_timeout_s: float = Field(30.0, gt=0, description="camera/control must be up by then")
+    warmup_s: float = Field(1.0, ge=0, description="throughput checks start after this")
+    linger_s: float = Field(0.5, ge=0, description="keep measuring this long after the task")
+    max_miss_ratio: float = Field(
+        0.001, ge=0, le=1,
+        description="a critical loop meets its rate budget while missed/ticks stays at or below this")
+    dashboard_hz: float = Field(4.0, gt=0, le=30)
+    perception_placement: Literal["thread"] = "thread"
+
+    @classmethod
+    def from_section(cls, data: dict[str, Any]) -> RuntimeSettings:
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            parts = []
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                parts.append(f"runtime.{loc}: {msg} (got {err.get('input')!r})")
+            raise ConfigError("; ".join(parts)) from None
+
+
+def _validators() -> dict[str, Callable[[dict[str, Any]], Any]]:
+    from rtvla.action.control import ControlSettings
+    from rtvla.action.navigation import NavigatorConfig
+    from rtvla.action.skills import SkillSettings
+    from rtvla.adapt.config import AdaptConfig
+    from rtvla.language.settings import LLMSettings
+    from rtvla.perception.settings import CamerasConfig, PerceptionConfig
+    from rtvla.resources.config import ResourcesConfig
+    from rtvla.robots.sim.settings import parse_sim_settings
+
+    return {
+        "runtime": RuntimeSettings.from_section,
+        "control": ControlSettings.from_section,
+        "navigation": NavigatorConfig.from_section,
+        "executor": SkillSettings.from_section,
+        "perception": PerceptionConfig.from_section,
+        "cameras": CamerasConfig.from_section,
+        "llm": LLMSettings.from_mapping,
+        "robot": parse_sim_settings,
+        "resources": ResourcesConfig.from_section,
+        "adapt": AdaptConfig.from_section,
+    }
+
+
+def validate_sections(cfg: Config) -> list[str]:
+    """Validate every table present in ``cfg``; returns the names checked.
+
+    Raises :class:`ConfigError` with every problem found, each naming ``section.field``.
+    """
+    problems: list[str] = []
+    checked = []
+    for name, validate in _validators().items():
+        if name not in cfg.sections:
+            continue
+        checked.append(name)
+        try:
+            validate(cfg.section(name))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return checked
