@@ -37,6 +37,7 @@ from rtvla.errors import ConfigError, PlanValidationError
 
 __all__ = [
     "ACTION_TYPES",
+    "DEFAULT_SYNONYMS",
     "MAX_ACTIONS",
     "Action",
     "Capabilities",
@@ -58,6 +59,12 @@ MAX_ACTIONS = 32
 MAX_TEXT = 500
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+#: Instruction words mapped to the words used in scene names.
+DEFAULT_SYNONYMS: dict[str, str] = {
+    "block": "cube", "box": "cube", "basket": "bin", "container": "bin", "bucket": "bin",
+    "counter": "kitchen", "start": "home", "base": "home",
+}
 
 
 class Pose2D(BaseModel):
@@ -162,26 +169,68 @@ class Capabilities(BaseModel):
 
     @classmethod
     def default(cls) -> Capabilities:
-        """The simulated scene's names: places home, table, kitchen, shelf; three cubes on the
-        table; the blue bin by the kitchen counter and the green bin by the shelf."""
+        """The simulated room's names and poses (``robots/sim/assets/scene.toml``): places
+        home, table, kitchen, shelf; the three cubes reached from the table; both bins on the
+        kitchen counter; base speed 0.5 m/s; walls at +-4 m less the robot's radius."""
         return cls(
             places={
-                "home": Pose2D(x=0.0, y=0.0, yaw=0.0),
-                "table": Pose2D(x=1.2, y=0.0, yaw=0.0),
-                "kitchen": Pose2D(x=-1.5, y=2.0, yaw=1.5708),
-                "shelf": Pose2D(x=-1.5, y=-2.0, yaw=-1.5708),
+                "home": Pose2D(x=-2.5, y=-2.5, yaw=0.0),
+                "table": Pose2D(x=1.3, y=-0.5, yaw=0.0),
+                "kitchen": Pose2D(x=-2.0, y=2.85, yaw=1.5707963267948966),
+                "shelf": Pose2D(x=-1.15, y=-1.5, yaw=0.0),
             },
             objects=("red_cube", "green_cube", "blue_cube"),
             receptacles=("blue_bin", "green_bin"),
             locations={
                 "red_cube": "table", "green_cube": "table", "blue_cube": "table",
-                "blue_bin": "kitchen", "green_bin": "shelf",
+                "blue_bin": "kitchen", "green_bin": "kitchen",
             },
-            max_speed=1.0,
-            workspace=Workspace(x_min=-4.0, x_max=4.0, y_min=-4.0, y_max=4.0),
-            synonyms={"block": "cube", "box": "cube", "basket": "bin", "container": "bin",
-                      "bucket": "bin", "counter": "kitchen", "start": "home"},
+            max_speed=0.5,
+            workspace=Workspace(x_min=-3.64, x_max=3.64, y_min=-3.64, y_max=3.64),
+            synonyms=dict(DEFAULT_SYNONYMS),
         )
+
+    @classmethod
+    def from_scene(cls, scene: Any, *, workspace: Workspace | None = None,
+                   synonyms: Mapping[str, str] | None = None) -> Capabilities:
+        """Build from the sim scene's config: a ``SceneConfig`` (``robots.sim.load_scene()``)
+        or the raw ``scene.toml`` mapping (``places.NAME.pose = [x, y, yaw]``,
+        ``objects.NAME.place``, ``receptacles.NAME.place``, ``robot.base_lin_vel_max``)."""
+
+        def get(obj: Any, key: str, default: Any = None) -> Any:
+            if isinstance(obj, Mapping):
+                return obj.get(key, default)
+            return getattr(obj, key, default)
+
+        places: dict[str, Pose2D | None] = {}
+        for name, entry in dict(get(scene, "places", {}) or {}).items():
+            pose = get(entry, "pose")
+            places[name] = None if pose is None else Pose2D(
+                x=float(pose[0]), y=float(pose[1]), yaw=float(pose[2]) if len(pose) > 2 else 0.0)
+        locations: dict[str, str] = {}
+        objects = dict(get(scene, "objects", {}) or {})
+        receptacles = dict(get(scene, "receptacles", {}) or {})
+        for table in (objects, receptacles):
+            for name, entry in table.items():
+                place = get(entry, "place")
+                if place is not None:
+                    locations[name] = str(place)
+        robot = get(scene, "robot")
+        speed = get(robot, "base_lin_vel_max", 1.0) if robot is not None else 1.0
+        if workspace is None:
+            radius = float(get(scene, "robot_radius_m", 0.0) or 0.0)
+            half = get(scene, "room_half_extent_m", 4.0)
+            workspace = Workspace(x_min=-half + radius, x_max=half - radius,
+                                  y_min=-half + radius, y_max=half - radius)
+        data = {
+            "places": places, "objects": tuple(objects), "receptacles": tuple(receptacles),
+            "locations": locations, "max_speed": float(speed), "workspace": workspace,
+            "synonyms": dict(DEFAULT_SYNONYMS if synonyms is None else synonyms),
+        }
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"scene capabilities: {_pydantic_reason(exc)}") from None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "capabilities") -> Capabilities:

@@ -145,7 +145,8 @@ class ScriptedOpenAIServer:
         self.plan_for = plan_for or _rules_plan(capabilities or Capabilities.default())
         self.requests: list[RecordedRequest] = []
         self._script: deque[Reply] = deque()
-        self._lock = threading.Lock()
+        # Re-entrant: wait_for's predicate may call chat_requests() under the condition.
+        self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._stop = threading.Event()
         self.in_flight = 0
