@@ -113,7 +113,7 @@ def test_capabilities_reject_bad_config() -> None:
         Capabilities(places={"home": None}, objects=("cube",), locations={"cube": "attic"})
     with pytest.raises(ValueError, match="outside the workspace"):
         Capabilities(places={"far": Pose2D(x=50, y=0)}, objects=(), workspace=Workspace())
-    with pytest.raises(ConfigError, match="capabilities.max_speed"):
+    with pytest.raises(ConfigError, match=r"capabilities\.max_speed"):
         Capabilities.from_mapping({"places": {"home": None}, "objects": [], "max_speed": -1})
 
 

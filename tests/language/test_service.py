@@ -222,7 +222,7 @@ async def test_semantic_cache_never_serves_negation(server: ScriptedOpenAIServer
 async def test_fallback_refusal_raises(server: ScriptedOpenAIServer) -> None:
     server.default = Reply.invalid()
     svc = make(server)
-    with pytest.raises(PlannerRefusal, match="invalid_json.*fallback planner refused"):
+    with pytest.raises(PlannerRefusal, match=r"invalid_json.*fallback planner refused"):
         await svc.plan("juggle the cubes")
     await svc.aclose()
 
