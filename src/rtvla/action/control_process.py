@@ -159,9 +159,11 @@ def _child_main(
     sp_ch = state_ch = stats_ch = None
     robot = None
     try:
-        # CPU and scheduler first, so that threads the robot starts (a simulator's physics
-        # thread) inherit them; the GC is frozen last, after every setup allocation.
-        report = apply_realtime(dataclasses.replace(realtime, freeze_gc=False))
+        # CPU affinity first, so that threads the robot starts (a simulator's physics thread)
+        # share the control CPU and hand the GIL over locally; SCHED_FIFO only for this
+        # thread (Linux applies it per thread), after the robot started: a busy FIFO physics
+        # thread would eat the real-time budget. The GC is frozen last, after all setup.
+        report = apply_realtime(RealtimeSettings(cpus=realtime.cpus, strict=realtime.strict))
         if settings.switch_interval_s is not None:
             # A thread holding the GIL (a physics thread) hands it over after this long at
             # most when the control thread wakes; the default 5 ms is half a period.
@@ -177,8 +179,7 @@ def _child_main(
         loop = ControlLoop(robot, sp_ch, recorder=recorder, settings=settings, rate_hz=rate_hz,
                            state_out=publisher)
         publisher.loop = loop
-        if realtime.freeze_gc:
-            report.update(apply_realtime(RealtimeSettings(freeze_gc=True, strict=realtime.strict)))
+        report.update(apply_realtime(dataclasses.replace(realtime, cpus=None)))
         loop.realtime = report
         watcher = threading.Thread(target=_watch, args=(stop, loop, ppid), name="control-watch",
                                    daemon=True)
