@@ -24,6 +24,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -41,6 +42,7 @@ _SPACE_RE = re.compile(r"\s+")
 _FILLER = frozenset({"please", "the", "a", "an", "now", "robot", "could", "you", "can", "would"})
 
 
+@lru_cache(maxsize=4096)
 def normalize_instruction(text: str) -> str:
     """Lower case, punctuation and filler words dropped, whitespace collapsed: the text part
     of the cache key. Negation words are kept, so an instruction and its negation differ."""

@@ -21,6 +21,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import (
@@ -131,7 +132,6 @@ class Capabilities(BaseModel):
     synonyms: dict[str, str] = Field(default_factory=dict)
 
     _phrases: dict[str, str] = PrivateAttr(default_factory=dict)
-    _digest: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _check(self) -> Capabilities:
@@ -162,9 +162,6 @@ class Capabilities(BaseModel):
         for name in seen:
             phrases[_words(name)] = name
         self._phrases = phrases
-        self._digest = hashlib.blake2b(
-            self.model_dump_json().encode(), digest_size=12
-        ).hexdigest()
         return self
 
     @classmethod
@@ -245,10 +242,10 @@ class Capabilities(BaseModel):
                              f"(got {err.get('input')!r})")
             raise ConfigError("; ".join(parts)) from None
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """A short stable hash of everything here (part of the plan cache key)."""
-        return self._digest
+        return hashlib.blake2b(self.model_dump_json().encode(), digest_size=12).hexdigest()
 
     @property
     def names(self) -> dict[str, str]:
@@ -295,8 +292,6 @@ class PlanContext(BaseModel):
     holding: str | None = None
     scene: dict[str, Any] = Field(default_factory=dict)
 
-    _digest: str = PrivateAttr(default="")
-
     @model_validator(mode="after")
     def _check(self) -> PlanContext:
         caps = self.capabilities
@@ -304,16 +299,15 @@ class PlanContext(BaseModel):
             raise ValueError(f"context.robot_place: unknown place {self.robot_place!r}")
         if self.holding is not None and self.holding not in caps.objects:
             raise ValueError(f"context.holding: unknown object {self.holding!r}")
-        state = json.dumps([self.robot_place, self.holding, self.scene], sort_keys=True,
-                           default=str)
-        self._digest = hashlib.blake2b(
-            (caps.digest + state).encode(), digest_size=12
-        ).hexdigest()
         return self
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        return self._digest
+        """Hash of capabilities, place, held object and scene: part of the cache key."""
+        state = json.dumps([self.robot_place, self.holding, self.scene], sort_keys=True,
+                           default=str)
+        return hashlib.blake2b((self.capabilities.digest + state).encode(),
+                               digest_size=12).hexdigest()
 
 
 # -- actions -------------------------------------------------------------------------------

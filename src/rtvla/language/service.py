@@ -38,7 +38,7 @@ from rtvla.language.rules import RulePlanner
 from rtvla.language.schema import Capabilities, Plan, PlanContext, validate_plan
 from rtvla.language.settings import DEFAULT_DEADLINE_S, LLMSettings
 from rtvla.language.slots import PrioritySlots
-from rtvla.metrics import LatencyHistogram, Recorder
+from rtvla.metrics import Recorder
 from rtvla.timing import MONOTONIC, Clock, Tick
 
 __all__ = ["COMPONENT", "PlanResult", "PlanningService", "Source"]
@@ -54,7 +54,7 @@ FALLBACK_RESERVE_S = 0.01
 MIN_RETRY_S = 0.05
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PlanResult:
     """A validated plan and how it was obtained.
 
@@ -173,7 +173,6 @@ class PlanningService(Component):
             if semantic_cache else None
         )
         self.counters = _Counters()
-        self.latency_hist = LatencyHistogram()
         self.warn_interval_ns = int(warn_interval_s * 1e9)
         self._last_warn_ns: int | None = None
         self._suppressed = 0
@@ -404,7 +403,6 @@ class PlanningService(Component):
 
     def _record_latency(self, t0: int) -> float:
         latency = (self.clock.now_ns() - t0) / 1e9
-        self.latency_hist.record(latency)
         self.recorder.latency(COMPONENT, latency)
         self.recorder.count(COMPONENT)
         return latency
@@ -431,7 +429,7 @@ class PlanningService(Component):
         """Counters, latency percentiles and cache figures (also pushed as Recorder gauges)."""
         c = self.counters
         lookups = c.cache_hits + c.semantic_hits + c.cache_misses
-        pct = self.latency_hist.percentiles((50, 90, 99)) if self.latency_hist.count else {}
+        row = self.recorder.snapshot().get(COMPONENT, {})
         out: dict[str, Any] = {
             **super().stats(),
             **asdict(c),
@@ -440,7 +438,7 @@ class PlanningService(Component):
             "queue_length": self.slots.queue_length,
             "in_flight": self.slots.in_flight,
             "max_in_flight": self.slots.max_in_flight,
-            "latency_ms": {f"p{int(q)}": v * 1000.0 for q, v in pct.items()},
+            "latency_ms": row.get("latency_ms", {}),
             "deadline_s": self.deadline_s,
         }
         return out
