@@ -271,7 +271,7 @@ class Recorder:
         )
 
     def check(self, *, warmup_s: float | None = None) -> list[Violation]:
-        """Check windowed throughput against ``min_throughput_hz``; return all violations.
+        """Check loops' windowed throughput against ``min_throughput_hz``; return all violations.
 
         A component is checked once it has been counting for a full rate window (or
         ``warmup_s``), so start-up does not count as a breach.
@@ -281,7 +281,9 @@ class Recorder:
         warm_ns = window_ns if warmup_s is None else int(warmup_s * 1e9)
         for name, s in list(self._series.items()):
             b = s.budget
-            if s.first_count_ns is None or b.min_throughput_hz <= 0:
+            # Only periodic loops owe a rate; request-driven components (the LLM, a task)
+            # are idle when nobody asks, which is not a breach.
+            if s.first_count_ns is None or b.min_throughput_hz <= 0 or b.rate_hz is None:
                 continue
             if now - s.first_count_ns < warm_ns:
                 continue

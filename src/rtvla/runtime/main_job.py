@@ -1,0 +1,334 @@
+"""The main job: plan a natural-language task, carry it out on the simulated robot, report.
+
+``run_task`` builds the stack, starts it, plans the instruction through the planning service
+(LLM with deadline and fallback, or the embedded rule planner), executes the validated plan,
+and writes the run folder: ``report.json``, ``metrics.jsonl``, PNG plots and ``run.log``. The
+report is written on every way out (success, failure, Ctrl-C, SIGTERM, a crash).
+
+Usage::
+
+    outcome = run_task(load_config(), RunOptions(task="put the red cube in the blue bin"))
+    print(outcome.exit_code, outcome.reason, outcome.run_dir)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtvla.config import Config
+from rtvla.errors import PlanningError, RtvlaError
+from rtvla.language import PlanContext
+from rtvla.metrics import MetricsLog, Recorder, build_report
+from rtvla.runtime.run_dir import RunDir
+from rtvla.runtime.settings import RuntimeSettings
+from rtvla.runtime.stack import Stack
+
+__all__ = ["EXIT_BUDGET", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "RunOptions", "RunOutcome",
+           "evaluate_budgets", "run_task"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the task failed or missed its deadline
+EXIT_BUDGET = 3  # the task succeeded but a critical budget was violated
+EXIT_ERROR = 4  # the stack could not be built or crashed
+EXIT_INTERRUPTED = 130
+
+_DEGRADATION_KINDS = {"degraded", "fault", "restart", "failed", "watchdog", "stale", "recovered",
+                      "admission", "preempted", "bad_frame"}
+
+
+@dataclass
+class RunOptions:
+    """What ``rtvla run`` was asked to do; None means "from config"."""
+
+    task: str | None = None
+    duration_s: float | None = None
+    llm_url: str | None = None
+    model: str | None = None
+    out_dir: Path | None = None
+    dashboard: bool = True
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int
+    reason: str
+    report: dict[str, Any]
+    run_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_budgets(report: dict[str, Any], max_miss_ratio: float) -> dict[str, dict[str, Any]]:
+    """Per component: whether its budget was met over the run, and what failed.
+
+    Individual breaches stay listed under ``violations``; a budget counts as *met* when the
+    achieved rate is within 5 % of the minimum throughput, p99 latency is within the latency
+    budget, missed cycles are at most ``max_miss_ratio`` of the cycles, and the mean CPU and
+    peak memory (where measured) are within their ceilings.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, row in report["components"].items():
+        b = row["budget"]
+        failed = []
+        count = row.get("count") or 0
+        if (b.get("rate_hz") and b["min_throughput_hz"] > 0 and count > 1
+                and row["achieved_hz"] < 0.95 * b["min_throughput_hz"]):
+            failed.append(f"rate {row['achieved_hz']:.2f} Hz < {b['min_throughput_hz']:g} Hz")
+        p99 = (row.get("latency_ms") or {}).get("p99")
+        if p99 is not None and p99 > b["max_latency_ms"]:
+            failed.append(f"p99 latency {p99:.2f} ms > {b['max_latency_ms']:g} ms")
+        ticks = max(count, (row.get("latency_ms") or {}).get("count") or 0)
+        if row.get("missed") and ticks and row["missed"] / (ticks + row["missed"]) > max_miss_ratio:
+            failed.append(f"missed {row['missed']} of {ticks + row['missed']} cycles "
+                          f"(> {max_miss_ratio:.2%})")
+        if row.get("cpu_percent") and row["cpu_percent"] > b["max_cpu_percent"]:
+            failed.append(f"mean CPU {row['cpu_percent']:.0f} % > {b['max_cpu_percent']:g} %")
+        if row.get("memory_mb") and row["memory_mb"] > b["max_memory_mb"]:
+            failed.append(f"memory {row['memory_mb']:.0f} MB > {b['max_memory_mb']:g} MB")
+        out[name] = {"met": not failed, "critical": bool(b.get("critical")), "failed": failed}
+    return out
+
+
+class _Ticker:
+    """Writes metrics.jsonl and runs the throughput checks at a fixed period, in a thread."""
+
+    def __init__(self, log: MetricsLog, stack: Stack, period_s: float, warmup_s: float,
+                 extra: Callable[[], dict[str, Any]]) -> None:
+        self.log, self.stack, self.period_s = log, stack, period_s
+        self.warmup_s, self.extra = warmup_s, extra
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="rtvla-metrics", daemon=True)
+        self._t0 = time.monotonic()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.period_s):
+            self.tick()
+
+    def tick(self) -> None:
+        try:
+            if time.monotonic() - self._t0 > self.warmup_s:
+                self.stack.recorder.check()
+            self.log.write(extra=self.extra())
+        except Exception as exc:  # the metrics writer must never take the run down
+            logger.error("metrics interval failed: %s", exc)
+
+    def __enter__(self) -> _Ticker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.tick()
+
+
+def _nearest_place(stack: Stack) -> str | None:
+    pose = stack.robot.read_state().base_pose
+    best, dist = None, math.inf
+    for name, place in stack.robot.scene.places.items():
+        d = float(np.hypot(pose[0] - place.pose[0], pose[1] - place.pose[1]))
+        if d < dist:
+            best, dist = name, d
+    return best if dist < 0.5 else None
+
+
+def run_task(
+    cfg: Config,
+    options: RunOptions,
+    *,
+    stop_event: threading.Event | None = None,
+    on_stack: Callable[[Stack], None] | None = None,
+    dashboard_factory: Callable[[Stack, Any], Any] | None = None,
+) -> RunOutcome:
+    """Run the main job; see the module docstring. ``on_stack`` sees the built stack before
+    it starts (tests use it to inject faults); ``dashboard_factory(stack, state)`` returns a
+    context manager that shows progress (the CLI's rich Live view)."""
+    settings = RuntimeSettings.from_section(cfg.section("runtime"))
+    task = options.task or settings.task
+    stop = stop_event or threading.Event()
+    rd = RunDir.create(settings.out_root, label=task, path=options.out_dir)
+    recorder = Recorder(cfg.requirements)
+    t_start = time.monotonic()
+    info: dict[str, Any] = {"instruction": task, "success": False, "duration_s": None,
+                            "plan_source": None, "plan": None, "plan_latency_s": None,
+                            "degraded_reason": None, "execution": None}
+    reason = ""
+    code = EXIT_ERROR
+    stack: Stack | None = None
+    from rtvla.runtime.dashboard import DashboardState
+
+    state = DashboardState(instruction=task, deadline_s=cfg.budget("task").deadline_s or 0.0)
+    with rd:
+        logger.info("run folder %s; task %r", rd.path, task)
+        try:
+            stack = Stack.build(cfg, recorder, llm_url=options.llm_url, model=options.model,
+                                stop_event=stop)
+            if on_stack is not None:
+                on_stack(stack)
+            if stack.optimizer is not None:
+                state.adapt_levels = len(stack.optimizer.ladder.levels)
+
+            def on_progress(p: Any) -> None:
+                if not state.steps or len(state.steps) != p.count:
+                    state.steps = [""] * p.count
+                state.steps[p.index] = p.name
+                state.step_index, state.step_status = p.index, p.status.value
+                if p.phase:
+                    state.step_status = f"{p.status.value}: {p.phase}"
+
+            stack.on_progress = on_progress
+
+            def extra() -> dict[str, Any]:
+                out: dict[str, Any] = {"task_step": state.step_index, "phase": state.phase}
+                latest = stack.monitor.latest()
+                if latest is not None:
+                    out["system"] = {"cpu_percent": latest.cpu_percent, "memory_percent": latest.memory_percent,
+                                     "process_rss_mb": latest.process_rss_mb}
+                if stack.optimizer is not None:
+                    out["adapt_level"] = stack.optimizer.level
+                    state.adapt_level = stack.optimizer.level
+                state.elapsed_s = time.monotonic() - t_start
+                return out
+
+            metrics = MetricsLog(rd.metrics_path, recorder)
+            metrics.open()
+            server = None
+            if settings.prometheus_port is not None:
+                from rtvla.metrics.prometheus import serve
+
+                server, _ = serve(recorder, settings.prometheus_port, addr=settings.prometheus_addr)
+                logger.info("Prometheus metrics on http://%s:%d/metrics", settings.prometheus_addr,
+                            server.server_address[1])
+            try:
+                view = dashboard_factory(stack, state) if dashboard_factory is not None else None
+                with _Ticker(metrics, stack, settings.metrics_interval_s, settings.warmup_s, extra), \
+                        (view if view is not None else _Null()):
+                    code, reason = _run_stack(stack, task, options, state, info, stop, settings)
+            finally:
+                metrics.close()
+                if server is not None:
+                    server.shutdown()
+                    server.server_close()
+        except RtvlaError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            code = EXIT_ERROR
+            logger.error("run failed: %s", reason)
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            code = EXIT_INTERRUPTED
+        finally:
+            stuck = stack.stop() if stack is not None else []
+            if stuck:
+                recorder.event("runtime", "fault", f"units did not stop in time: {stuck}")
+            report = _final_report(recorder, stack, settings, info, code, reason, t_start)
+            # Budgets decide the exit code only when the task itself succeeded.
+            if code == EXIT_OK and report["critical_budgets_met"] is False:
+                code = EXIT_BUDGET
+                reason = "task succeeded but critical budgets were violated: " + "; ".join(
+                    f"{n}: {', '.join(v['failed'])}" for n, v in report["budget_checks"].items()
+                    if v["critical"] and not v["met"])
+            report["exit"] = {"code": code, "reason": reason}
+            rd.write_report(report)
+            try:
+                rd.write_plots(report)
+            except Exception as exc:  # plots are a convenience; the report is the record
+                logger.error("writing plots failed: %s", exc)
+    return RunOutcome(code, reason, report, rd.path)
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: dict[str, Any],
+               stop: threading.Event, settings: RuntimeSettings) -> tuple[int, str]:
+    state.phase = "starting"
+    stack.start()
+    task_deadline = stack.cfg.budget("task").deadline_s or 120.0
+    limit = options.duration_s if options.duration_s is not None else task_deadline
+    t0 = time.monotonic()
+
+    state.phase = "planning"
+    ctx = PlanContext(capabilities=stack.capabilities, robot_place=_nearest_place(stack),
+                      holding=stack.robot.holding)
+    try:
+        result = asyncio.run(stack.planner.plan(task, ctx))
+    except PlanningError as exc:
+        info["degraded_reason"] = str(exc)
+        return EXIT_FAILED, f"no plan for {task!r}: {exc}"
+    info.update(plan_source=result.source, plan=result.plan.to_json(), plan_latency_s=result.latency_s,
+                degraded_reason=result.reason)
+    state.plan_source = result.source + (" (degraded)" if result.degraded else "")
+    if result.degraded:
+        state.notes.append(f"plan degraded: {result.reason}")
+    state.steps = [a.summary() if hasattr(a, "summary") else str(a) for a in result.plan.actions]
+    if stop.is_set():
+        return EXIT_INTERRUPTED, "interrupted before execution"
+
+    state.phase = "executing"
+    remaining = max(0.1, limit - (time.monotonic() - t0))
+    execution = stack.executor.execute(result.plan, stop_event=stop, timeout_s=remaining)
+    duration = time.monotonic() - t0
+    stack.recorder.latency("task", duration)
+    info.update(duration_s=duration, success=execution.success, execution=execution.as_dict())
+    state.phase = execution.status.value
+    stop.wait(settings.linger_s)
+    if stack.critical_failure:
+        return EXIT_FAILED, f"critical component lost: {stack.critical_failure}"
+    if execution.success and duration <= task_deadline:
+        return EXIT_OK, f"task succeeded in {duration:.1f} s"
+    if stop.is_set() and not execution.success:
+        return EXIT_INTERRUPTED, "interrupted"
+    if execution.success:
+        return EXIT_FAILED, f"task succeeded but took {duration:.1f} s > deadline {task_deadline:g} s"
+    return EXIT_FAILED, (f"task failed at step {execution.failed_step} "
+                         f"({execution.failed_action}): {execution.reason}")
+
+
+def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSettings,
+                  info: dict[str, Any], code: int, reason: str, t_start: float) -> dict[str, Any]:
+    report = build_report(recorder)
+    checks = evaluate_budgets(report, settings.max_miss_ratio)
+    report["budget_checks"] = checks
+    crit = [v["met"] for v in checks.values() if v["critical"]]
+    report["critical_budgets_met"] = all(crit) if crit else None
+    report["task"] = {k: info[k] for k in ("instruction", "success", "duration_s", "plan_source")}
+    report["task"].update({k: info[k] for k in ("plan", "plan_latency_s", "degraded_reason", "execution")})
+    report["degradations"] = [e for e in report["events"] if e["kind"] in _DEGRADATION_KINDS]
+    report["wall_time_s"] = time.monotonic() - t_start
+    if stack is not None:
+        report["adaptation"] = stack.optimizer.report() if stack.optimizer is not None else []
+        report["supervisor"] = {n: {"status": s.status, "restarts": s.restarts, "faults": s.faults,
+                                    "critical": s.critical}
+                                for n, s in stack.supervisor.states().items()}
+        report["control"] = stack.control.stats()
+        report["perception"] = stack.pipeline.stats()
+        report["navigation"] = stack.navigator.stats()
+        report["planner"] = stack.planner.stats()
+        report["simulation"] = _as_dict(stack.robot.stats())
+        report["system"] = stack.monitor.summary()
+        report["resources"] = stack.allocator.utilization()
+    else:
+        report["adaptation"] = []
+    return report
+
+
+def _as_dict(obj: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(obj) if is_dataclass(obj) else obj

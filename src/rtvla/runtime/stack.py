@@ -1,0 +1,255 @@
+"""``Stack``: builds the embedded robot stack from config and starts/stops it in order.
+
+The data path (DESIGN.md)::
+
+    SimCamera ─frames─▶ VisionPipeline (30 Hz) ─detections─▶ WorldModel ─▶ TaskExecutor
+    TaskExecutor ─goals─▶ Navigator (10 Hz, A* + DWA) ─┐
+    TaskExecutor ─arm / gripper setpoints──────────────┴▶ setpoint channel ─▶ ControlLoop (100 Hz) ─▶ SimRobot
+    SystemMonitor (10 Hz) ─▶ Recorder ◀─ every component;  AdaptiveOptimizer ─knobs─▶ perception, llm
+
+Start order is dependency order (robot, camera, control, perception, navigation, monitor,
+optimizer); stop is the reverse. Critical loops run under the :class:`Supervisor`, which
+restarts them with backoff; a control-loop fault stops the robot at once.
+
+Usage::
+
+    stack = Stack.build(cfg, recorder)
+    stack.start()
+    ...
+    stack.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtvla.action.control import ControlLoop, ControlSettings
+from rtvla.action.executor import Progress, TaskExecutor
+from rtvla.action.navigation import Navigator, NavigatorConfig
+from rtvla.action.skills import SceneInfo, SetpointWriter, SkillContext, SkillSettings
+from rtvla.action.world import WorldModel, labels_for_scene
+from rtvla.adapt import AdaptConfig, AdaptiveOptimizer
+from rtvla.channels import LatestValue
+from rtvla.config import Config
+from rtvla.errors import RuntimeStackError
+from rtvla.language import Capabilities, LLMSettings, PlanningService
+from rtvla.metrics import Recorder
+from rtvla.perception import PerceptionConfig, VisionPipeline
+from rtvla.resources import PsutilSampler, ResourceAllocator, ResourcesConfig, SystemMonitor
+from rtvla.robots.sim import (
+    SimCamera,
+    SimRobot,
+    build_sim_camera,
+    build_sim_robot,
+    parse_sim_settings,
+)
+from rtvla.runtime.settings import RuntimeSettings, validate_sections
+from rtvla.runtime.supervisor import Supervisor
+
+__all__ = ["Stack"]
+
+logger = logging.getLogger(__name__)
+
+# The GIL hands over at most every switch interval (5 ms by default, half a control period);
+# the control loop shares the process with other threads in thread placement.
+_SWITCH_INTERVAL_S = 0.0005
+
+
+@dataclass
+class Stack:
+    """Every part of the running stack. Build with :meth:`build`."""
+
+    cfg: Config
+    settings: RuntimeSettings
+    recorder: Recorder
+    robot: SimRobot
+    camera: SimCamera
+    setpoints: LatestValue
+    control: ControlLoop
+    pipeline: VisionPipeline
+    navigator: Navigator
+    world: WorldModel
+    executor: TaskExecutor
+    planner: PlanningService
+    capabilities: Capabilities
+    monitor: SystemMonitor
+    allocator: ResourceAllocator
+    optimizer: AdaptiveOptimizer | None
+    supervisor: Supervisor
+    stop_event: threading.Event
+    progress: list[Progress] = field(default_factory=list)
+    on_progress: Callable[[Progress], None] | None = None
+    critical_failure: str | None = None
+    _started: list[str] = field(default_factory=list)
+    _old_switch: float | None = None
+
+    @classmethod
+    def build(
+        cls,
+        cfg: Config,
+        recorder: Recorder,
+        *,
+        llm_url: str | None = None,
+        model: str | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> Stack:
+        """Validate every section, then construct (not start) the whole stack."""
+        validate_sections(cfg)
+        settings = RuntimeSettings.from_section(cfg.section("runtime"))
+        llm_table = cfg.section("llm")
+        if llm_url:
+            llm_table["base_url"] = llm_url
+        if model:
+            llm_table["model"] = model
+        llm = LLMSettings.from_mapping(llm_table)
+        stop = stop_event or threading.Event()
+
+        robot_settings = parse_sim_settings(cfg.section("robot"))
+        robot = build_sim_robot(robot_settings, recorder=recorder)
+        robot.connect()
+        try:
+            camera = build_sim_camera(robot, robot_settings, recorder=recorder)
+            setpoints = LatestValue("setpoints")
+            control = ControlLoop(robot, setpoints, recorder=recorder,
+                                  settings=ControlSettings.from_config(cfg),
+                                  budget=cfg.budget("control"))
+            if control.settings.placement != "thread":
+                raise RuntimeStackError(
+                    "control.placement = 'process' is not supported by `rtvla run` on the simulated "
+                    "robot yet (the simulator and its camera share one process); use it through "
+                    "rtvla.action.ControlProcess with your own robot factory, or `rtvla bench control`"
+                )
+            pcfg = PerceptionConfig.from_section(cfg.section("perception"))
+            w, h = robot_settings.camera.width, robot_settings.camera.height
+            if "resolutions" not in cfg.section("perception"):
+                # Quality levels relative to what the camera delivers: never upscale.
+                pcfg = pcfg.model_copy(update={"resolutions": [(w, h), (w * 3 // 4, h * 3 // 4), (w // 2, h // 2)]})
+            pipeline = VisionPipeline(camera, pcfg.build_detectors(), settings=pcfg.pipeline_settings(),
+                                      recorder=recorder, budget=cfg.budget("perception"),
+                                      rate_hz=pcfg.rate_hz, own_source=False)
+            navigator = Navigator.for_sim(robot, setpoints, recorder=recorder,
+                                          config=NavigatorConfig.from_section(cfg.section("navigation")))
+            world = WorldModel(pipeline.channel, camera.camera_pose_world,
+                               labels=labels_for_scene(robot.scene))
+            ctx = SkillContext(
+                read_state=robot.read_state, setpoints=SetpointWriter(setpoints), navigator=navigator,
+                kinematics=robot.kinematics, world=world, scene=SceneInfo.from_sim(robot),
+                settings=SkillSettings.from_section(cfg.section("executor")), recorder=recorder,
+                on_say=lambda text: recorder.event("communication", "say", text),
+            )
+            stack_progress: list[Progress] = []
+            executor = TaskExecutor(ctx)
+            capabilities = Capabilities.from_scene(robot.scene)
+            planner = PlanningService.from_settings(llm, recorder=recorder, capabilities=capabilities,
+                                                    deadline_s=llm.deadline(cfg))
+            rcfg = ResourcesConfig.from_section(cfg.section("resources"))
+            sampler = PsutilSampler()
+            monitor = rcfg.build_monitor(sampler, recorder=recorder)
+            allocator = rcfg.build_allocator(sampler=sampler, recorder=recorder)
+            acfg = AdaptConfig.from_section(cfg.section("adapt"))
+            optimizer = (AdaptiveOptimizer.from_config(acfg, [pipeline, planner], recorder, monitor)
+                         if acfg.enabled else None)
+        except BaseException:
+            robot.close()
+            raise
+        supervisor = Supervisor(recorder)
+        stack = cls(cfg, settings, recorder, robot, camera, setpoints, control, pipeline, navigator,
+                    world, executor, planner, capabilities, monitor, allocator, optimizer, supervisor,
+                    stop, stack_progress)
+        executor.on_progress = stack._progress
+        supervisor.on_critical_failure = stack._critical_failure
+        return stack
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _progress(self, p: Progress) -> None:
+        self.progress.append(p)
+        if self.on_progress is not None:
+            self.on_progress(p)
+
+    def _critical_failure(self, name: str, message: str) -> None:
+        """A critical component is gone for good: stop the robot and end the run."""
+        self.critical_failure = f"{name}: {message}"
+        try:
+            self.robot.stop()
+        finally:
+            self.stop_event.set()
+
+    def _stop_robot(self) -> None:
+        try:
+            self.robot.stop()
+        except Exception as exc:
+            logger.error("robot.stop() failed: %s", exc)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        """Ask the allocator for each component's resources; refusals are recorded, and a
+        preemption turns quality down through the optimizer."""
+        rcfg = ResourcesConfig.from_section(self.cfg.section("resources"))
+        hook = self.optimizer.handle_preemption if self.optimizer is not None else None
+        for comp in (self.control, self.pipeline, self.navigator, self.planner):
+            try:
+                self.allocator.request(comp.name, rcfg.request_for(comp.name, comp.budget), on_preempt=hook)
+            except Exception as exc:  # admission refusal is reported, not fatal, in simulation
+                self.recorder.event(comp.name, "admission", f"resource request refused: {exc}")
+
+    def _unit(self, comp: Any, *, register: bool = True) -> Callable[[threading.Event], Any]:
+        def run(stop: threading.Event) -> Any:
+            if register:
+                self.monitor.register_thread(comp.name)
+            comp.stop_event.clear()
+            return comp.run()
+        return run
+
+    def start(self) -> None:
+        """Start everything in dependency order and wait until control and camera are live."""
+        self._old_switch = sys.getswitchinterval()
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        self.camera.open()
+        self._started.append("camera")
+        self._admit()
+        sup = self.supervisor
+        sup.add("control", self._unit(self.control), critical=True, on_fault=self._stop_robot,
+                stop=self.control.stop)
+        sup.add("perception", self._unit(self.pipeline), critical=True, stop=self.pipeline.stop)
+        sup.add("navigation", self._unit(self.navigator), critical=True, on_fault=self._stop_robot,
+                stop=self.navigator.stop)
+        sup.start()
+        self._started.append("supervisor")
+        self.monitor.start()
+        self._started.append("monitor")
+        if self.optimizer is not None:
+            self.optimizer.start()
+            self._started.append("optimizer")
+        timeout = self.settings.startup_timeout_s
+        try:
+            self.camera.wait_frame(timeout=timeout)
+        except TimeoutError as exc:
+            raise RuntimeStackError(f"the camera delivered no frame within {timeout:g} s") from exc
+        if self.pipeline.channel.wait_newer(0, timeout=timeout) is None:
+            raise RuntimeStackError(f"perception published nothing within {timeout:g} s")
+
+    def stop(self) -> list[str]:
+        """Stop in reverse order; the robot is stopped first and closed last. Returns the
+        names of units that did not stop in time."""
+        self._stop_robot()
+        stuck: list[str] = []
+        if "optimizer" in self._started and self.optimizer is not None:
+            self.optimizer.stop()
+        if "monitor" in self._started:
+            self.monitor.stop()
+        if "supervisor" in self._started:
+            stuck = self.supervisor.stop()
+        if "camera" in self._started:
+            self.camera.close()
+        self.robot.close()
+        if self._old_switch is not None:
+            sys.setswitchinterval(self._old_switch)
+        self._started.clear()
+        return stuck
