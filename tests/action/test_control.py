@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -219,3 +221,40 @@ def test_sim_robot_reaches_joint_target_in_lockstep():
         stats = loop.run(max_ticks=400)
         assert stats.watchdog_trips == 0, stats.last_trip_reason
         np.testing.assert_allclose(robot.read_state().q, goal, atol=0.03)
+
+
+def test_stats_when_a_runtime_drives_step_from_its_own_loop():
+    from rtvla.timing import RateLoop
+
+    rig = Rig()
+    rig.at(0.0, arm_q=np.full(6, 0.2))
+    rig.loop.setup()
+    RateLoop(100, clock=rig.clock).run(rig.loop.step, max_ticks=50)
+    stats = rig.loop.stats_obj()
+    assert stats.ticks == 50 and stats.missed == 0 and stats.commands_sent == 50
+    assert len(rig.loop.lateness_samples_us()) == 50
+
+
+def test_thread_placement_in_real_time():
+    """The loop in a thread on the real clock: follows a goal, then stops promptly."""
+    from rtvla.timing import MONOTONIC
+
+    robot = KinematicRobot(6, history=10)
+    robot.connect()
+    channel = LatestValue("setpoints")
+    loop = ControlLoop(robot, channel, rate_hz=100, settings=ControlSettings(spin_margin_s=0.0))
+    thread = loop.start_thread()
+    goal = np.full(6, 0.25)
+    channel.publish(Setpoint(stamp_ns=MONOTONIC.now_ns(), arm_q=goal))
+    deadline = MONOTONIC.now_ns() + 20_000_000_000
+    pace = threading.Event()
+    # Check the condition every 20 ms until it holds or the deadline passes.
+    while MONOTONIC.now_ns() < deadline and not np.allclose(robot.read_state().q, goal, atol=1e-6):
+        pace.wait(0.02)
+    assert np.allclose(robot.read_state().q, goal, atol=1e-6)
+    loop.stop()
+    thread.join(5.0)
+    assert not thread.is_alive()
+    stats = loop.stats_obj()
+    assert stats.ticks > 10 and stats.achieved_hz > 50
+    assert stats.watchdog_trips == 0

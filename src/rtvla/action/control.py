@@ -42,7 +42,7 @@ from rtvla.config import Budget, Config
 from rtvla.errors import ConfigError, RobotError
 from rtvla.metrics import LatencyHistogram, Recorder
 from rtvla.robots.base import CommandMode, Robot, RobotCommand, RobotLimits, RobotState
-from rtvla.timing import MONOTONIC, Clock, LoopStats, RateLoop, Tick
+from rtvla.timing import MONOTONIC, Clock, RateLoop, Tick
 
 __all__ = ["ControlLoop", "ControlSettings", "ControlStats", "check_setpoint"]
 
@@ -197,7 +197,6 @@ class ControlLoop(Component):
         self._lat_hist = LatencyHistogram()
         self._step_hist = LatencyHistogram()
         self._loop: RateLoop | None = None
-        self._loop_stats: LoopStats | None = None
         self._stats = ControlStats()
         self._stats_lock = threading.Lock()
         self.realtime: dict[str, str] = {}
@@ -229,7 +228,7 @@ class ControlLoop(Component):
         loop.realtime.update(self.realtime)
         self.setup()
         try:
-            self._loop_stats = loop.run(self.step, max_ticks=max_ticks, duration_s=duration_s)
+            loop.run(self.step, max_ticks=max_ticks, duration_s=duration_s)
         finally:
             self.teardown()
         return self.stats_obj()
@@ -402,13 +401,12 @@ class ControlLoop(Component):
         return self._state
 
     def lateness_samples_us(self) -> np.ndarray:
-        """The most recent wake-up lateness samples, in microseconds (for plots)."""
-        loop = self._loop
-        ticks = loop.stats().ticks if loop is not None else 0
-        n = min(ticks, len(self._lateness))
-        if ticks <= len(self._lateness):
-            return self._lateness[:n] / 1e3
-        start = ticks % len(self._lateness)
+        """The most recent wake-up lateness samples, oldest first, in microseconds (for plots)."""
+        ticks = self._n_ticks
+        size = len(self._lateness)
+        if ticks <= size:
+            return self._lateness[:ticks] / 1e3
+        start = ticks % size
         return np.concatenate([self._lateness[start:], self._lateness[:start]]) / 1e3
 
     def live_stats(self) -> dict[str, float]:
@@ -431,7 +429,7 @@ class ControlLoop(Component):
     def stats_obj(self) -> ControlStats:
         """The loop's figures so far (safe to call from another thread)."""
         loop = self._loop
-        ls = loop.stats() if loop is not None else None
+        ls = loop.stats() if loop is not None else None  # for its real-time report
         with self._stats_lock:
             s = ControlStats(**{**self._stats.as_dict()})
             lat = self._lat_hist
@@ -443,12 +441,14 @@ class ControlLoop(Component):
             if self._step_hist.count:
                 s.loop_time_avg_ms = self._step_hist.mean * 1e3
                 s.loop_time_max_ms = self._step_hist.max * 1e3
-        if ls is not None:
-            s.ticks = ls.ticks
-            s.missed = ls.missed
-            s.on_time_rate = ls.on_time_rate
-            s.achieved_hz = ls.achieved_hz
-            s.realtime = dict(ls.realtime) or None
+        # The loop's own counters: right also when a runtime drives step() from its own loop.
+        live = self.live_stats()
+        s.ticks = int(live["ticks"])
+        s.missed = int(live["missed"])
+        s.on_time_rate = live["on_time_rate"]
+        s.achieved_hz = live["achieved_hz"]
+        realtime = dict(ls.realtime) if ls is not None else dict(self.realtime)
+        s.realtime = realtime or None
         return s
 
     def stats(self) -> dict[str, Any]:
