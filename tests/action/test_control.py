@@ -123,6 +123,18 @@ def test_watchdog_stops_when_setpoints_stop_and_resumes_on_fresh_one():
     np.testing.assert_allclose(rig.robot.history[-1][3], [0.1, 0.0, 0.0])  # commanded again
 
 
+def test_arm_only_setpoints_do_not_keep_a_stale_base_velocity_alive():
+    rig = Rig()
+    rig.at(0.0, base_vel=np.array([0.3, 0.0, 0.0]))  # navigation, then it goes silent
+    for k in range(1, 10):  # an arm planner keeps publishing fresh arm goals
+        rig.at(0.1 * k, arm_q=np.full(6, 0.05 * k))
+    stats = rig.run(0.9)
+    assert stats.watchdog_trips >= 1
+    trips = rig.events("watchdog")
+    assert "base-velocity setpoint" in trips[0].message
+    assert 0.3 <= (trips[0].stamp_ns - rig.t0) / 1e9 <= 0.32
+
+
 def test_watchdog_leaves_a_holding_arm_alone():
     rig = Rig()
     rig.at(0.0, arm_q=np.full(6, 0.3))  # an arm goal and no base motion: no timeout needed

@@ -186,7 +186,7 @@ class ControlLoop(Component):
         self._zero3 = np.zeros(3)
         self._gripper: float | None = None
         self._last_seq = 0
-        self._accepted_stamp_ns = 0
+        self._base_stamp_ns = 0
         self._tripped = False
         self._last_slot = -1
         self._n_ticks = self._n_missed = self._n_late = 0
@@ -258,9 +258,10 @@ class ControlLoop(Component):
         if sample is not None and sample.seq != self._last_seq:
             self._last_seq = sample.seq
             self._take_setpoint(sample.value, now, state)
-        elif not self._tripped and self._base_moving() and now - self._accepted_stamp_ns > self._timeout_ns:
-            age = (now - self._accepted_stamp_ns) / 1e9
-            self._trip(f"setpoint timeout: newest setpoint is {age:.3f} s old "
+        # The base velocity is a rate command: it expires. Arm goals are positions and stay.
+        if not self._tripped and self._base_moving() and now - self._base_stamp_ns > self._timeout_ns:
+            age = (now - self._base_stamp_ns) / 1e9
+            self._trip(f"setpoint timeout: newest base-velocity setpoint is {age:.3f} s old "
                        f"(> {self.settings.setpoint_timeout_s} s) while the base moves", now)
 
         if self.chunks is not None:
@@ -355,7 +356,6 @@ class ControlLoop(Component):
                 self._stats.stopped = False
             self.recorder.event(self.name, "watchdog_cleared", "fresh valid setpoint; resuming",
                                 seq=sp.seq)
-        self._accepted_stamp_ns = sp.stamp_ns
         self._stats.setpoints_accepted += 1
         if sp.arm_q is not None:
             why = self.trajectory.try_set_goal(sp.arm_q)
@@ -364,6 +364,7 @@ class ControlLoop(Component):
                 return
         if sp.base_vel is not None:
             self._base_vel[:] = sp.base_vel
+            self._base_stamp_ns = sp.stamp_ns
         if sp.gripper is not None:
             self._gripper = float(sp.gripper)
 
