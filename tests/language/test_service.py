@@ -255,3 +255,12 @@ async def test_config_deadline_and_knobs(server: ScriptedOpenAIServer) -> None:
     assert len(bodies) == 2  # cache off
     assert bodies[0]["model"] == "scripted-small" and bodies[0]["max_tokens"] == 64
     await svc.aclose()
+
+
+def test_one_event_loop_per_call_works(server: ScriptedOpenAIServer) -> None:
+    # The runtime may call asyncio.run(service.plan(...)) once per task: the SDK client is
+    # rebuilt for each new loop instead of reusing connections of a closed one.
+    svc = make(server, cache=False)
+    for _ in range(3):
+        assert asyncio.run(svc.plan("go home")).source == "llm"
+    asyncio.run(svc.aclose())

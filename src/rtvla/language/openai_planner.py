@@ -15,6 +15,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -111,14 +112,27 @@ class OpenAIPlanner:
         self.max_tokens = settings.max_tokens
         # None = not tried yet; False once the server rejected response_format.
         self._structured_ok: bool | None = None if settings.structured_output != "off" else False
-        if client is None:
-            key = os.environ.get(settings.api_key_env) or PLACEHOLDER_API_KEY
-            client = openai.AsyncOpenAI(
-                base_url=settings.base_url, api_key=key, max_retries=0,
-                timeout=httpx.Timeout(60.0, connect=5.0), http_client=http_client,
-                default_headers=dict(settings.extra_headers) or None,
+        self._http_client = http_client
+        self._own_client = client is None
+        self._client: openai.AsyncOpenAI | None = client
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client. One built here is rebuilt when the event loop changes, because its
+        pooled connections belong to the loop that opened them (``asyncio.run`` per plan)."""
+        loop = _running_loop()
+        if self._own_client and (self._client is None or
+                                 (loop is not None and loop is not self._client_loop)):
+            key = os.environ.get(self.settings.api_key_env) or PLACEHOLDER_API_KEY
+            self._client = openai.AsyncOpenAI(
+                base_url=self.settings.base_url, api_key=key, max_retries=0,
+                timeout=httpx.Timeout(60.0, connect=5.0), http_client=self._http_client,
+                default_headers=dict(self.settings.extra_headers) or None,
             )
-        self.client = client
+            self._client_loop = loop
+        assert self._client is not None
+        return self._client
 
     @property
     def structured_supported(self) -> bool | None:
@@ -193,7 +207,18 @@ class OpenAIPlanner:
                              structured=structured)
 
     async def close(self) -> None:
-        await self.client.close()
+        if self._client is not None and (not self._own_client or
+                                         self._client_loop is _running_loop()):
+            await self._client.close()
+        if self._own_client:
+            self._client = None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _short(exc: openai.APIStatusError) -> str:
