@@ -38,9 +38,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from rtvla.metrics import render_table
         from rtvla.runtime.dashboard import Dashboard
         from rtvla.runtime.main_job import RunOptions, run_task
+        from rtvla.runtime.settings import validate_sections
 
         try:
             cfg = load_config(config)
+            validate_sections(cfg)
         except ConfigError as exc:
             fail(str(exc))
         stop = threading.Event()

@@ -59,6 +59,29 @@ logger = logging.getLogger(__name__)
 # the control loop shares the process with other threads in thread placement.
 _SWITCH_INTERVAL_S = 0.0005
 
+# What the embedded stack's components use on the reference 2-core machine (measured with
+# `rtvla run`: control ~6 % of a core, perception ~40-60 % at 30 Hz, navigation ~2 %), with
+# headroom. Budget ceilings are limits to check, not what to reserve: reserving ceilings
+# (0.8 + 0.7 + 0.6 cores) would refuse admission on two cores. [resources.requests] overrides.
+_DEFAULT_REQUESTS: dict[str, dict[str, Any]] = {
+    "control": {"cpu_cores": 0.2, "memory_mb": 100, "priority": 10, "critical": True},
+    "perception": {"cpu_cores": 0.7, "memory_mb": 500, "priority": 9, "critical": True},
+    "navigation": {"cpu_cores": 0.2, "memory_mb": 200, "priority": 9, "critical": True},
+    "llm": {"cpu_cores": 0.3, "memory_mb": 500, "priority": 3, "min_cpu_cores": 0.05,
+            "min_memory_mb": 100},
+}
+
+
+def _default_ladder(pipeline: VisionPipeline, planner: PlanningService) -> list[dict[str, Any]]:
+    """Quality levels that shed CPU without touching any loop's rate: perception input
+    resolution first (the largest cost), then a lighter LLM when one is configured. Frame
+    skipping is left out: it would drop perception below its 30 Hz budget."""
+    levels: list[dict[str, Any]] = [{"perception.resolution": r}
+                                    for r in pipeline.knobs["resolution"].values[1:]]
+    if "model" in planner.knobs and len(planner.knobs["model"].values) > 1:
+        levels.append({"llm.model": planner.knobs["model"].values[1]})
+    return levels
+
 
 @dataclass
 class Stack:
@@ -109,7 +132,11 @@ class Stack:
         llm = LLMSettings.from_mapping(llm_table)
         stop = stop_event or threading.Event()
 
-        robot_settings = parse_sim_settings(cfg.section("robot"))
+        robot_table = cfg.section("robot")
+        # Software rendering (no GPU) costs ~30 ms per 640x480 RGB-D frame; 320x240 keeps the
+        # simulated camera at 30 Hz beside everything else on two cores.
+        robot_table.setdefault("camera", {"width": 320, "height": 240})
+        robot_settings = parse_sim_settings(robot_table)
         robot = build_sim_robot(robot_settings, recorder=recorder)
         robot.connect()
         try:
@@ -152,6 +179,8 @@ class Stack:
             monitor = rcfg.build_monitor(sampler, recorder=recorder)
             allocator = rcfg.build_allocator(sampler=sampler, recorder=recorder)
             acfg = AdaptConfig.from_section(cfg.section("adapt"))
+            if acfg.levels is None:
+                acfg = acfg.model_copy(update={"levels": _default_ladder(pipeline, planner)})
             optimizer = (AdaptiveOptimizer.from_config(acfg, [pipeline, planner], recorder, monitor)
                          if acfg.enabled else None)
         except BaseException:
@@ -191,7 +220,9 @@ class Stack:
     def _admit(self) -> None:
         """Ask the allocator for each component's resources; refusals are recorded, and a
         preemption turns quality down through the optimizer."""
-        rcfg = ResourcesConfig.from_section(self.cfg.section("resources"))
+        table = self.cfg.section("resources")
+        requests = {**_DEFAULT_REQUESTS, **table.get("requests", {})}
+        rcfg = ResourcesConfig.from_section({**table, "requests": requests})
         hook = self.optimizer.handle_preemption if self.optimizer is not None else None
         for comp in (self.control, self.pipeline, self.navigator, self.planner):
             try:
