@@ -129,8 +129,11 @@ def check_setpoint(sp: Setpoint, limits: RobotLimits) -> str | None:
         if abs(v[2]) > limits.base_ang_vel_max:
             return f"base_vel angular {v[2]:.3f} exceeds {limits.base_ang_vel_max}"
     if sp.gripper is not None:
-        g = sp.gripper
-        if not (isinstance(g, (int, float)) and math.isfinite(g) and 0.0 <= g <= 1.0):
+        try:
+            g = float(sp.gripper)
+        except (TypeError, ValueError):
+            return f"gripper must be a number in [0, 1], got {sp.gripper!r}"
+        if not (math.isfinite(g) and 0.0 <= g <= 1.0):
             return f"gripper must be in [0, 1], got {g}"
     return None
 
