@@ -264,3 +264,21 @@ def test_one_event_loop_per_call_works(server: ScriptedOpenAIServer) -> None:
     for _ in range(3):
         assert asyncio.run(svc.plan("go home")).source == "llm"
     asyncio.run(svc.aclose())
+
+
+async def test_stats_reach_the_recorder(server: ScriptedOpenAIServer) -> None:
+    server.script(Reply.valid(), Reply.invalid())
+    rec = Recorder()
+    svc = make(server, recorder=rec)
+    await svc.plan(TASK)
+    await svc.plan("go to the kitchen")  # invalid JSON -> fallback
+    await svc.plan(TASK)  # cache hit
+    row = rec.snapshot()["llm"]
+    assert row["count"] == 3
+    assert row["gauges"]["fallbacks"] == 1 and row["gauges"]["parse_errors"] == 1
+    assert row["gauges"]["tokens"] > 0
+    assert "queue_wait" in row["observed_ms"] and "llm_call" in row["observed_ms"]
+    stats = svc.stats()
+    assert stats["latency_ms"]["count"] == 3
+    assert stats["knobs"]["model"] == "scripted"
+    await svc.aclose()

@@ -54,6 +54,11 @@ FALLBACK_RESERVE_S = 0.01
 MIN_RETRY_S = 0.05
 
 
+_GAUGES = ("cache_hit_rate", "cache_size", "queue_length", "in_flight", "tokens", "timeouts",
+           "fallbacks", "validation_failures", "parse_errors", "server_errors", "retries",
+           "refusals", "failures")
+
+
 @dataclass(slots=True)
 class PlanResult:
     """A validated plan and how it was obtained.
@@ -265,14 +270,19 @@ class PlanningService(Component):
                     return self._done(t0, found[0].plan, "cache", tokens=0, model=found[0].model)
             c.cache_misses += 1
         budget = deadline_s if deadline_s is not None else self.deadline_s
-        if self.planner is None:
-            result = await self._rules_only(t0, instruction, ctx)
-        else:
-            result = await self._with_deadline(t0, budget, instruction, ctx, priority)
+        try:
+            if self.planner is None:
+                result = await self._rules_only(t0, instruction, ctx)
+            else:
+                result = await self._with_deadline(t0, budget, instruction, ctx, priority)
+        except PlanningError:
+            self.publish_gauges()
+            raise
         if key is not None and not result.degraded:
             self.cache.put(key, result)
             if self.semantic is not None:
                 self.semantic.put(instruction, ctx.digest, ctx.capabilities.mentions(instruction), result)
+        self.publish_gauges()
         return result
 
     async def _rules_only(self, t0: int, instruction: str, ctx: PlanContext) -> PlanResult:
@@ -425,30 +435,33 @@ class PlanningService(Component):
 
     # -- stats, housekeeping, shutdown -----------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """Counters, latency percentiles and cache figures (also pushed as Recorder gauges)."""
+    def _figures(self) -> dict[str, Any]:
         c = self.counters
         lookups = c.cache_hits + c.semantic_hits + c.cache_misses
-        row = self.recorder.snapshot().get(COMPONENT, {})
-        out: dict[str, Any] = {
-            **super().stats(),
+        return {
             **asdict(c),
             "cache_hit_rate": (c.cache_hits + c.semantic_hits) / lookups if lookups else 0.0,
             "cache_size": len(self.cache),
             "queue_length": self.slots.queue_length,
             "in_flight": self.slots.in_flight,
             "max_in_flight": self.slots.max_in_flight,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, latency percentiles (from the Recorder), cache figures and knobs."""
+        row = self.recorder.snapshot().get(COMPONENT, {})
+        return {
+            **super().stats(),
+            **self._figures(),
             "latency_ms": row.get("latency_ms", {}),
             "deadline_s": self.deadline_s,
         }
-        return out
 
     def publish_gauges(self) -> None:
-        s = self.stats()
-        for name in ("cache_hit_rate", "cache_size", "queue_length", "in_flight", "tokens",
-                     "timeouts", "fallbacks", "validation_failures", "parse_errors",
-                     "server_errors", "retries"):
-            self.recorder.gauge(COMPONENT, name, float(s[name]))
+        """Push the counters to the Recorder as "llm" gauges (after every non-cached answer)."""
+        figures = self._figures()
+        for name in _GAUGES:
+            self.recorder.gauge(COMPONENT, name, float(figures[name]))
 
     def step(self, tick: Tick) -> bool:
         """Housekeeping when scheduled periodically: drop expired cache entries, push gauges."""
