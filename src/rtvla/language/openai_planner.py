@@ -22,7 +22,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import httpx
 import openai
 
 from rtvla.errors import LLMServerError, PlannerTimeout, PlanParseError
@@ -98,13 +97,14 @@ class OpenAIPlanner:
     Args:
         settings: URL, model, temperature, max tokens, structured-output mode, key variable.
         client: an ``openai.AsyncOpenAI`` to use instead of building one (tests, proxies).
-        http_client: an ``httpx.AsyncClient`` for the SDK to use (custom transports).
+        http_client: an async HTTP client for the SDK to use (custom transports); its type is
+            the one the installed SDK expects (``openai.DefaultAsyncHttpxClient``).
     """
 
     name = "llm"
 
     def __init__(self, settings: LLMSettings, *, client: openai.AsyncOpenAI | None = None,
-                 http_client: httpx.AsyncClient | None = None) -> None:
+                 http_client: Any = None) -> None:
         if client is None and not settings.base_url:
             raise LLMServerError("llm.base_url is not set: no server to plan with")
         self.settings = settings
@@ -125,9 +125,14 @@ class OpenAIPlanner:
         if self._own_client and (self._client is None or
                                  (loop is not None and loop is not self._client_loop)):
             key = os.environ.get(self.settings.api_key_env) or PLACEHOLDER_API_KEY
+            timeout = openai.Timeout(60.0, connect=5.0)
+            # Our own HTTP client, not the SDK's default: the default one schedules its own
+            # close on whatever loop runs when it is garbage-collected, which fails for
+            # connections of a loop that has ended.
+            http = self._http_client or openai.DefaultAsyncHttpxClient(timeout=timeout)
             self._client = openai.AsyncOpenAI(
                 base_url=self.settings.base_url, api_key=key, max_retries=0,
-                timeout=httpx.Timeout(60.0, connect=5.0), http_client=self._http_client,
+                timeout=timeout, http_client=http,
                 default_headers=dict(self.settings.extra_headers) or None,
             )
             self._client_loop = loop
