@@ -258,12 +258,28 @@ async def test_config_deadline_and_knobs(server: ScriptedOpenAIServer) -> None:
 
 
 def test_one_event_loop_per_call_works(server: ScriptedOpenAIServer) -> None:
-    # The runtime may call asyncio.run(service.plan(...)) once per task: the SDK client is
-    # rebuilt for each new loop instead of reusing connections of a closed one.
+    # asyncio.run(service.plan(...)) once per task: the SDK client is rebuilt for each new
+    # loop instead of reusing connections that belong to a closed one.
     svc = make(server, cache=False)
-    for _ in range(3):
-        assert asyncio.run(svc.plan("go home")).source == "llm"
-    asyncio.run(svc.aclose())
+
+    async def once() -> str:
+        try:
+            return (await svc.plan("go home")).source
+        finally:
+            await svc.aclose()
+
+    assert [asyncio.run(once()) for _ in range(3)] == ["llm"] * 3
+
+
+def test_plan_blocking_from_threads(server: ScriptedOpenAIServer) -> None:
+    svc = make(server, cache=False)
+    try:
+        results = [svc.plan_blocking("go to the kitchen", priority=p) for p in (2, 1)]
+        assert [r.source for r in results] == ["llm", "llm"]
+        assert results[0].plan.summary() == "navigate(kitchen)"
+    finally:
+        svc.close()
+    assert svc.close() is None  # idempotent
 
 
 async def test_stats_reach_the_recorder(server: ScriptedOpenAIServer) -> None:

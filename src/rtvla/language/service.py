@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -182,6 +183,9 @@ class PlanningService(Component):
         self._last_warn_ns: int | None = None
         self._suppressed = 0
         self._late: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._loop_lock = threading.Lock()
         self._add_knobs(lighter_model, cache_size)
 
     # -- construction ----------------------------------------------------------------------
@@ -468,6 +472,48 @@ class PlanningService(Component):
         self.cache.purge_expired()
         self.publish_gauges()
         return True
+
+    # -- blocking use from threads ---------------------------------------------------------
+
+    def plan_blocking(self, instruction: str, context: PlanContext | None = None, *,
+                      priority: int = 1, deadline_s: float | None = None,
+                      timeout_s: float | None = None) -> PlanResult:
+        """:meth:`plan` from synchronous code (any thread): runs on the service's own event
+        loop thread, started on first use and stopped by :meth:`close`."""
+        loop = self._ensure_loop()
+        fut = asyncio.run_coroutine_threadsafe(
+            self.plan(instruction, context, priority=priority, deadline_s=deadline_s), loop)
+        budget = deadline_s if deadline_s is not None else self.deadline_s
+        return fut.result(timeout=timeout_s if timeout_s is not None else budget + 5.0)
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="rtvla-planning",
+                                          daemon=True)
+                thread.start()
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
+    def close(self) -> None:
+        """Close the client and stop the service's loop thread (if :meth:`plan_blocking`
+        started one)."""
+        with self._loop_lock:
+            loop, thread = self._loop, self._loop_thread
+            self._loop = self._loop_thread = None
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=5.0)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5.0)
+            loop.close()
+
+    def teardown(self) -> None:
+        """Component hook: stop the loop thread of :meth:`plan_blocking` and close the client."""
+        self.close()
 
     async def aclose(self) -> None:
         """Cancel late requests still unwinding and close the planner's client."""
