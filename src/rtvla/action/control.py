@@ -55,7 +55,7 @@ class ControlSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     setpoint_timeout_s: float = Field(default=0.3, gt=0, description="watchdog timeout")
-    placement: Literal["thread", "process"] = "thread"
+    placement: Literal["thread", "process"] = "process"
     spin_margin_s: float = Field(default=0.0005, ge=0, description="spin this long before each deadline")
     overrun: Literal["skip", "catch_up"] = "skip"
     gc_in_slack: bool = True

@@ -106,18 +106,26 @@ class _StatePublisher:
 
     name = "control_state"
 
-    def __init__(self, state_ch: SharedArrayChannel, stats_ch: SharedArrayChannel, dof: int) -> None:
+    def __init__(self, state_ch: SharedArrayChannel, stats_ch: SharedArrayChannel, dof: int,
+                 telemetry: tuple[Callable[[Any, np.ndarray], Any], Any, SharedArrayChannel] | None = None,
+                 ) -> None:
         self.state_ch = state_ch
         self.stats_ch = stats_ch
         self.loop: ControlLoop | None = None
         self._buf = np.zeros(state_array_size(dof))
         self._stats_buf = np.zeros(len(_STATS_FIELDS))
         self._n = 0
+        self._telemetry = telemetry
+        self._tel_buf = np.zeros(telemetry[2].shape) if telemetry is not None else None
 
     def publish(self, state: RobotState) -> int:
         loop = self.loop
         tripped = loop.tripped if loop is not None else False
         seq = self.state_ch.publish(_state_to_array(state, self._n, tripped, self._buf))
+        if self._telemetry is not None:
+            fn, robot, ch = self._telemetry
+            fn(robot, self._tel_buf)
+            ch.publish(self._tel_buf)
         self._n += 1
         if loop is not None and self._n % _STATS_EVERY == 0:
             live = loop.live_stats()
@@ -136,6 +144,18 @@ class _StatePublisher:
         return None
 
 
+def _robot_stats(robot: Any) -> dict[str, Any] | None:
+    """The robot's own figures (a simulator's real-time factor...) for the final report."""
+    stats = getattr(robot, "stats", None)
+    if stats is None:
+        return None
+    try:
+        value = stats()
+    except Exception as exc:
+        return {"error": str(exc)}
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
 def _watch(stop: Any, loop: ControlLoop, ppid: int) -> None:
     """Stop the loop when the parent asks (Event) or dies (re-parented child)."""
     while not stop.wait(_PARENT_CHECK_S):
@@ -150,13 +170,14 @@ def _child_main(
     settings: ControlSettings,
     rate_hz: float,
     realtime: RealtimeSettings,
-    specs: tuple[ShmSpec, ShmSpec, ShmSpec],
+    specs: tuple[ShmSpec, ShmSpec, ShmSpec, ShmSpec | None],
     stop: Any,
     conn: Any,
     ppid: int,
     duration_s: float | None,
+    telemetry: Callable[[Any, np.ndarray], Any] | None = None,
 ) -> None:
-    sp_ch = state_ch = stats_ch = None
+    sp_ch = state_ch = stats_ch = tel_ch = None
     robot = None
     try:
         # CPU affinity first, so that threads the robot starts (a simulator's physics thread)
@@ -172,10 +193,15 @@ def _child_main(
         sp_ch = SharedArrayChannel.attach(specs[0])
         state_ch = SharedArrayChannel.attach(specs[1])
         stats_ch = SharedArrayChannel.attach(specs[2])
+        if specs[3] is not None:
+            tel_ch = SharedArrayChannel.attach(specs[3])
         robot = robot_factory()
         robot.connect()
         recorder = Recorder()
-        publisher = _StatePublisher(state_ch, stats_ch, robot.limits.dof)
+        publisher = _StatePublisher(
+            state_ch, stats_ch, robot.limits.dof,
+            telemetry=(telemetry, robot, tel_ch) if telemetry is not None and tel_ch is not None else None,
+        )
         loop = ControlLoop(robot, sp_ch, recorder=recorder, settings=settings, rate_hz=rate_hz,
                            state_out=publisher)
         publisher.loop = loop
@@ -196,6 +222,7 @@ def _child_main(
             "lateness_us": loop.lateness_samples_us().tolist(),
             "events": [e.as_dict() for e in recorder.events],
             "recorder": snapshot.get("control", {}),
+            "robot": _robot_stats(robot),
         }))
     except BaseException as exc:  # report anything to the parent, then exit non-zero
         try:
@@ -212,7 +239,7 @@ def _child_main(
                 robot.close()
             except Exception as exc:
                 logger.warning("control process: robot.close() failed: %s", exc)
-        for ch in (sp_ch, state_ch, stats_ch):
+        for ch in (sp_ch, state_ch, stats_ch, tel_ch):
             if ch is not None:
                 ch.close()
         conn.close()
@@ -244,10 +271,17 @@ class ControlProcess:
         duration_s: float | None = None,
         start_timeout_s: float = 60.0,
         name: str = "control",
+        telemetry: Callable[[Any, np.ndarray], Any] | None = None,
+        telemetry_size: int = 0,
     ) -> None:
         if not (isinstance(dof, int) and dof >= 1):
             raise ComponentError(f"dof must be an integer >= 1, got {dof!r}")
+        if telemetry is not None and telemetry_size < 1:
+            raise ComponentError(f"telemetry_size must be >= 1 with a telemetry function, got {telemetry_size}")
         self.robot_factory = robot_factory
+        self.telemetry = telemetry
+        self.telemetry_size = telemetry_size
+        self._tel_ch: SharedArrayChannel | None = None
         self.dof = dof
         self.settings = settings if settings is not None else ControlSettings(placement="process")
         self.rate_hz = float(rate_hz)
@@ -283,13 +317,17 @@ class ControlProcess:
                                                    np.float64)
         self._stats_ch = SharedArrayChannel.create(f"{self.name}-stats", (len(_STATS_FIELDS),),
                                                    np.float64)
+        if self.telemetry is not None:
+            self._tel_ch = SharedArrayChannel.create(f"{self.name}-telemetry", (self.telemetry_size,),
+                                                     np.float64)
         parent_conn, child_conn = self._ctx.Pipe(duplex=False)
         self._conn = parent_conn
-        specs = (self.setpoints.spec, self._state_ch.spec, self._stats_ch.spec)
+        specs = (self.setpoints.spec, self._state_ch.spec, self._stats_ch.spec,
+                 self._tel_ch.spec if self._tel_ch is not None else None)
         self._proc = self._ctx.Process(
             target=_child_main,
             args=(self.robot_factory, self.settings, self.rate_hz, self.realtime, specs,
-                  self._stop, child_conn, os.getpid(), self.duration_s),
+                  self._stop, child_conn, os.getpid(), self.duration_s, self.telemetry),
             name=f"rtvla-{self.name}", daemon=True,
         )
         try:
@@ -383,6 +421,13 @@ class ControlProcess:
         sample = self._state_ch.wait_newer(seq, timeout)
         return None if sample is None else state_from_array(sample.value, self.dof)
 
+    def latest_telemetry(self) -> np.ndarray | None:
+        """The newest telemetry array (a copy), or None before the first tick."""
+        if self._tel_ch is None:
+            return None
+        sample = self._tel_ch.latest()
+        return None if sample is None else sample.value
+
     def live_stats(self) -> dict[str, float]:
         """Running figures the child publishes ten times a second (empty before that)."""
         if self._stats_ch is None:
@@ -426,7 +471,7 @@ class ControlProcess:
         self._release_channels()
 
     def _release_channels(self) -> None:
-        for attr in ("setpoints", "_state_ch", "_stats_ch"):
+        for attr in ("setpoints", "_state_ch", "_stats_ch", "_tel_ch"):
             ch = getattr(self, attr)
             if ch is not None:
                 ch.close()

@@ -13,7 +13,6 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
@@ -267,7 +266,7 @@ def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: d
     ctx = PlanContext(capabilities=stack.capabilities, robot_place=_nearest_place(stack),
                       holding=stack.robot.holding)
     try:
-        result = asyncio.run(stack.planner.plan(task, ctx))
+        result = stack.planner.plan_blocking(task, ctx)
     except PlanningError as exc:
         info["degraded_reason"] = str(exc)
         return EXIT_FAILED, f"no plan for {task!r}: {exc}"
@@ -303,6 +302,8 @@ def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: d
 def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSettings,
                   info: dict[str, Any], code: int, reason: str, t_start: float) -> dict[str, Any]:
     report = build_report(recorder)
+    if stack is not None and stack.control_final:
+        _merge_control_process(report, stack.control_final)
     checks = evaluate_budgets(report, settings.max_miss_ratio)
     report["budget_checks"] = checks
     crit = [v["met"] for v in checks.values() if v["critical"]]
@@ -316,16 +317,37 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
         report["supervisor"] = {n: {"status": s.status, "restarts": s.restarts, "faults": s.faults,
                                     "critical": s.critical}
                                 for n, s in stack.supervisor.states().items()}
-        report["control"] = stack.control.stats()
+        report["control"] = stack.control_stats()
         report["perception"] = stack.pipeline.stats()
         report["navigation"] = stack.navigator.stats()
         report["planner"] = stack.planner.stats()
-        report["simulation"] = _as_dict(stack.robot.stats())
+        report["simulation"] = ((stack.control_final or {}).get("robot") if stack.control_in_process
+                                else _as_dict(stack.robot.stats()))
         report["system"] = stack.monitor.summary()
         report["resources"] = stack.allocator.utilization()
     else:
         report["adaptation"] = []
     return report
+
+
+def _merge_control_process(report: dict[str, Any], final: dict[str, Any]) -> None:
+    """In process placement the control loop measured itself in its own recorder: its exact
+    figures replace the relayed counts in the ``control`` row."""
+    from rtvla.metrics.report import budget_status
+
+    child = final.get("recorder") or {}
+    row = report["components"].get("control")
+    if row is None or not child:
+        return
+    row.update(
+        latency_ms=child.get("latency_ms", row["latency_ms"]),
+        stages_ms=child.get("observed_ms", row.get("stages_ms", {})),
+        missed=int(final.get("missed", child.get("missed", row["missed"]))),
+        count=int(final.get("ticks", child.get("count", row["count"]))),
+        achieved_hz=float(final.get("achieved_hz", row["achieved_hz"])),
+        violations=child.get("violations", row["violations"]),
+    )
+    row["status"] = budget_status(row)
 
 
 def _as_dict(obj: Any) -> Any:

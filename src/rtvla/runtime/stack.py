@@ -21,7 +21,9 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtvla.action.control import ControlLoop, ControlSettings
+from rtvla.action.control_process import ControlProcess
 from rtvla.action.executor import Progress, TaskExecutor
 from rtvla.action.navigation import Navigator, NavigatorConfig
 from rtvla.action.skills import SceneInfo, SetpointWriter, SkillContext, SkillSettings
@@ -43,11 +46,11 @@ from rtvla.perception import PerceptionConfig, VisionPipeline
 from rtvla.resources import PsutilSampler, ResourceAllocator, ResourcesConfig, SystemMonitor
 from rtvla.robots.sim import (
     SimCamera,
-    SimRobot,
-    build_sim_camera,
     build_sim_robot,
     parse_sim_settings,
 )
+from rtvla.robots.sim.settings import scene_with_overrides
+from rtvla.runtime.remote_sim import ProcessSetpoints, RemoteSimRobot, sim_telemetry, telemetry_size
 from rtvla.runtime.settings import RuntimeSettings, validate_sections
 from rtvla.runtime.supervisor import Supervisor
 
@@ -72,6 +75,19 @@ _DEFAULT_REQUESTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _pin_control(settings: ControlSettings, table: dict[str, Any]) -> ControlSettings:
+    """Process placement defaults: the last CPU for the control process (the allocator's
+    dedicated core) and SCHED_FIFO priority 80 where the OS permits it (a clear warning where
+    not). Explicit ``[control]`` values win."""
+    update: dict[str, Any] = {}
+    cpus = sorted(os.sched_getaffinity(0))
+    if "cpu" not in table and len(cpus) > 1:
+        update["cpu"] = cpus[-1]
+    if "fifo_priority" not in table:
+        update["fifo_priority"] = 80
+    return settings.model_copy(update=update)
+
+
 def _default_ladder(pipeline: VisionPipeline, planner: PlanningService) -> list[dict[str, Any]]:
     """Quality levels that shed CPU without touching any loop's rate: perception input
     resolution first (the largest cost), then a lighter LLM when one is configured. Frame
@@ -90,10 +106,10 @@ class Stack:
     cfg: Config
     settings: RuntimeSettings
     recorder: Recorder
-    robot: SimRobot
+    robot: Any  # SimRobot (thread placement) or RemoteSimRobot (process placement)
     camera: SimCamera
-    setpoints: LatestValue
-    control: ControlLoop
+    setpoints: Any  # LatestValue, or ProcessSetpoints into the control process
+    control: Any  # ControlLoop (thread) or ControlProcess (process)
     pipeline: VisionPipeline
     navigator: Navigator
     world: WorldModel
@@ -108,8 +124,13 @@ class Stack:
     progress: list[Progress] = field(default_factory=list)
     on_progress: Callable[[Progress], None] | None = None
     critical_failure: str | None = None
+    control_final: dict[str, Any] | None = None
     _started: list[str] = field(default_factory=list)
     _old_switch: float | None = None
+
+    @property
+    def control_in_process(self) -> bool:
+        return isinstance(self.control, ControlProcess)
 
     @classmethod
     def build(
@@ -137,20 +158,36 @@ class Stack:
         # simulated camera at 30 Hz beside everything else on two cores.
         robot_table.setdefault("camera", {"width": 320, "height": 240})
         robot_settings = parse_sim_settings(robot_table)
-        robot = build_sim_robot(robot_settings, recorder=recorder)
-        robot.connect()
+        ctl_settings = ControlSettings.from_config(cfg)
+        control_rate = cfg.budget("control").rate_hz or 100.0
+        process: ControlProcess | None = None
+        if ctl_settings.placement == "process":
+            ctl_settings = _pin_control(ctl_settings, cfg.section("control"))
+            scene = scene_with_overrides(robot_settings)
+            robot: Any = RemoteSimRobot(scene)
+            process = ControlProcess(
+                functools.partial(build_sim_robot, robot_settings), robot.limits.dof,
+                settings=ctl_settings, rate_hz=control_rate, telemetry=sim_telemetry,
+                telemetry_size=telemetry_size(scene),
+            )
+            robot.process = process
+        else:
+            robot = build_sim_robot(robot_settings, recorder=recorder)
+            robot.connect()
         try:
-            camera = build_sim_camera(robot, robot_settings, recorder=recorder)
-            setpoints = LatestValue("setpoints")
-            control = ControlLoop(robot, setpoints, recorder=recorder,
-                                  settings=ControlSettings.from_config(cfg),
-                                  budget=cfg.budget("control"))
-            if control.settings.placement != "thread":
-                raise RuntimeStackError(
-                    "control.placement = 'process' is not supported by `rtvla run` on the simulated "
-                    "robot yet (the simulator and its camera share one process); use it through "
-                    "rtvla.action.ControlProcess with your own robot factory, or `rtvla bench control`"
-                )
+            cam = robot_settings.camera
+            camera = SimCamera(
+                robot if process is None else None, scene=robot.scene,
+                qpos_fn=robot.qpos_snapshot, width=cam.width, height=cam.height,
+                rate_hz=cam.rate_hz, depth=cam.depth, threaded=cam.threaded, recorder=recorder,
+            )
+            if process is not None:
+                setpoints: Any = ProcessSetpoints(process)
+                control: Any = process
+            else:
+                setpoints = LatestValue("setpoints")
+                control = ControlLoop(robot, setpoints, recorder=recorder, settings=ctl_settings,
+                                      budget=cfg.budget("control"))
             pcfg = PerceptionConfig.from_section(cfg.section("perception"))
             w, h = robot_settings.camera.width, robot_settings.camera.height
             if "resolutions" not in cfg.section("perception"):
@@ -184,7 +221,8 @@ class Stack:
             optimizer = (AdaptiveOptimizer.from_config(acfg, [pipeline, planner], recorder, monitor)
                          if acfg.enabled else None)
         except BaseException:
-            robot.close()
+            if process is None:
+                robot.close()
             raise
         supervisor = Supervisor(recorder)
         stack = cls(cfg, settings, recorder, robot, camera, setpoints, control, pipeline, navigator,
@@ -224,11 +262,11 @@ class Stack:
         requests = {**_DEFAULT_REQUESTS, **table.get("requests", {})}
         rcfg = ResourcesConfig.from_section({**table, "requests": requests})
         hook = self.optimizer.handle_preemption if self.optimizer is not None else None
-        for comp in (self.control, self.pipeline, self.navigator, self.planner):
+        for name in ("control", "perception", "navigation", "llm"):
             try:
-                self.allocator.request(comp.name, rcfg.request_for(comp.name, comp.budget), on_preempt=hook)
+                self.allocator.request(name, rcfg.request_for(name, self.cfg.budget(name)), on_preempt=hook)
             except Exception as exc:  # admission refusal is reported, not fatal, in simulation
-                self.recorder.event(comp.name, "admission", f"resource request refused: {exc}")
+                self.recorder.event(name, "admission", f"resource request refused: {exc}")
 
     def _unit(self, comp: Any, *, register: bool = True) -> Callable[[threading.Event], Any]:
         def run(stop: threading.Event) -> Any:
@@ -238,16 +276,49 @@ class Stack:
             return comp.run()
         return run
 
+    def _watch_control_process(self, stop: threading.Event) -> None:
+        """Relay the control process's live figures into the recorder; a dead control process
+        is a lost robot: stop the run."""
+        proc = self.control
+        rec = self.recorder
+        last_ticks = last_missed = 0
+        while not stop.wait(0.1):
+            if not proc.is_alive():
+                self._critical_failure("control", f"control process exited (code {proc._proc.exitcode})")
+                return
+            live = proc.live_stats()
+            if not live:
+                continue
+            ticks, missed = int(live["ticks"]), int(live["missed"])
+            if ticks > last_ticks:
+                rec.count("control", ticks - last_ticks)
+            if missed > last_missed:
+                rec.miss("control", missed - last_missed)
+            last_ticks, last_missed = ticks, missed
+            for key in ("lateness_max_us", "loop_time_max_ms", "watchdog_trips", "stopped"):
+                rec.gauge("control", key, live[key])
+
     def start(self) -> None:
         """Start everything in dependency order and wait until control and camera are live."""
+        timeout = self.settings.startup_timeout_s
+        if self.control_in_process:
+            self.control.start_timeout_s = timeout
+            self.control.start()
+            self._started.append("control_process")
+            if self.control.wait_state(timeout) is None:
+                raise RuntimeStackError(f"the control process published no state within {timeout:g} s")
+            self.monitor.register_process("control", self.control.pid)
         self._old_switch = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
         self.camera.open()
         self._started.append("camera")
         self._admit()
         sup = self.supervisor
-        sup.add("control", self._unit(self.control), critical=True, on_fault=self._stop_robot,
-                stop=self.control.stop)
+        if self.control_in_process:
+            sup.add("control", self._watch_control_process, critical=True, on_fault=self._stop_robot)
+        else:
+            sup.add("control", self._unit(self.control), critical=True, on_fault=self._stop_robot,
+                    stop=self.control.stop)
         sup.add("perception", self._unit(self.pipeline), critical=True, stop=self.pipeline.stop)
         sup.add("navigation", self._unit(self.navigator), critical=True, on_fault=self._stop_robot,
                 stop=self.navigator.stop)
@@ -258,13 +329,23 @@ class Stack:
         if self.optimizer is not None:
             self.optimizer.start()
             self._started.append("optimizer")
-        timeout = self.settings.startup_timeout_s
         try:
             self.camera.wait_frame(timeout=timeout)
         except TimeoutError as exc:
             raise RuntimeStackError(f"the camera delivered no frame within {timeout:g} s") from exc
         if self.pipeline.channel.wait_newer(0, timeout=timeout) is None:
             raise RuntimeStackError(f"perception published nothing within {timeout:g} s")
+
+    def control_stats(self) -> dict[str, Any]:
+        """The control loop's figures (from the control process once it has stopped)."""
+        if self.control_in_process:
+            final = dict(self.control_final or self.control.live_stats())
+            final.pop("lateness_us", None)
+            final["placement"] = "process"
+            final["pid"] = self.control.pid
+            final["realtime"] = (self.control.child_info or {}).get("realtime")
+            return final
+        return {**self.control.stats(), "placement": "thread"}
 
     def stop(self) -> list[str]:
         """Stop in reverse order; the robot is stopped first and closed last. Returns the
@@ -279,7 +360,15 @@ class Stack:
             stuck = self.supervisor.stop()
         if "camera" in self._started:
             self.camera.close()
-        self.robot.close()
+        self.planner.close()
+        if "control_process" in self._started:
+            try:
+                self.control_final = self.control.stop()
+            except Exception as exc:
+                logger.error("control process stop: %s", exc)
+                stuck.append("control")
+        elif not self.control_in_process:
+            self.robot.close()
         if self._old_switch is not None:
             sys.setswitchinterval(self._old_switch)
         self._started.clear()

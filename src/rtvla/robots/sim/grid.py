@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import mujoco  # MUJOCO_GL was set by rtvla.robots.sim.__init__ (imports _gl first)
 import numpy as np
 
@@ -71,6 +70,8 @@ def _static_footprints(
     model: Any, z_band: tuple[float, float]
 ) -> list[tuple[str, np.ndarray | tuple]]:
     """Footprints of world-welded geoms meeting ``z_band``: ("poly", corners) or ("disc", (x, y, r))."""
+    import cv2  # imported here: the control process loads this module without needing it
+
     data = mujoco.MjData(model)
     mujoco.mj_kinematics(model, data)
     out: list[tuple[str, Any]] = []
@@ -125,6 +126,8 @@ def occupancy_grid(
     for a bare model). ``z_band``: heights (m) the robot occupies; geoms entirely above or
     below are ignored.
     """
+    import cv2  # imported here: the control process loads this module without needing it
+
     if not (resolution_m > 0 and math.isfinite(resolution_m)):
         raise ConfigError(f"occupancy grid resolution_m must be > 0, got {resolution_m}")
     if source is None or isinstance(source, SceneConfig):
