@@ -88,8 +88,10 @@ def test_step_returning_false_and_stop_event():
 def test_real_clock_rate_and_prompt_stop():
     loop = RateLoop(200.0, spin_margin_s=0.0005)
     stats = loop.run(lambda t: None, duration_s=1.0)
-    # Generous bounds: noisy 2-core machine.
-    assert stats.achieved_hz == pytest.approx(200.0, rel=0.02)
+    # Generous bounds: noisy 2-core machine. A stall skips slots (counted as missed) but
+    # never shifts the schedule: executed plus skipped slots fill the second.
+    assert stats.ticks + stats.missed == pytest.approx(200, abs=3)
+    assert stats.achieved_hz == pytest.approx(200.0, rel=0.1)
     assert abs(stats.drift_ms) < 20.0
     assert stats.lateness_p50_us < 2000
 

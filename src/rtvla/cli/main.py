@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import typer
+
+from rtvla.cli import bench_timing, channels, config_cmd, control, perceive, plan, run
 
 __all__ = ["app", "bench_app", "main"]
 
@@ -20,24 +21,9 @@ bench_app = typer.Typer(help="Benchmarks: figures side by side with a baseline m
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-# Every module here defines register(app, bench_app).
-_COMMAND_MODULES = (
-    "config_cmd",
-    "bench_timing",
-    "perceive",
-    "plan",
-    "control",
-    "channels",
-    "run",
-)
-
-for _name in _COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"rtvla.cli.{_name}")
-    except ModuleNotFoundError as exc:  # during development a module may not exist yet
-        if exc.name != f"rtvla.cli.{_name}":
-            raise
-        continue
+# Every module here defines register(app, bench_app). Commands import their heavy
+# dependencies (MuJoCo, ONNX Runtime, OpenCV) inside the command, so `rtvla --help` is quick.
+for _mod in (config_cmd, bench_timing, perceive, plan, control, channels, run):
     _mod.register(app, bench_app)
 
 

@@ -275,7 +275,14 @@ class VisionPipeline(Component):
             return PipelineStatus.SKIPPED
         newest = self._read()
         if newest is not None and newest.seq > frame.seq:
-            self.stale_processed += 1
+            # A newer frame landed while this one was grabbed: process the newest (the
+            # grabbed one counts as dropped), never a frame that is already superseded.
+            self._count_new(newest)
+            self.dropped += 1
+            frame = newest
+            again = self._read()
+            if again is not None and again.seq > frame.seq:
+                self.stale_processed += 1  # superseded twice within one grab: count, go on
         try:
             check_image(frame.image)
             if frame.depth is not None:
