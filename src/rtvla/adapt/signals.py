@@ -8,9 +8,8 @@ over the window only (not since start, so the optimizer can see a recovery).
 :class:`RecorderSignals` computes them from a :class:`~rtvla.metrics.Recorder` and a
 :class:`~rtvla.resources.SystemMonitor`. The Recorder only offers cumulative histograms or an
 *interval* snapshot that resets them (the metrics time series owns that one), so windowed
-figures come from differencing copies of the cumulative histogram's bucket counts; the one
-place that reads the Recorder's internals is :func:`_cumulative`; the window itself is
-built with the histogram's public ``counts()``/``since()``.
+figures come from differencing two :meth:`Recorder.mark` copies of the cumulative
+histogram's bucket counts, through the histogram's ``since()``.
 """
 
 from __future__ import annotations
@@ -69,21 +68,12 @@ class _Mark:
 
 
 def _cumulative(recorder: Recorder, component: str, now_ns: int) -> _Mark | None:
-    """The cumulative state of ``component``, or None when the recorder has no such series.
-
-    Reads the Recorder's internals (its per-component series, pending-sample flush and
-    cumulative histogram): it exposes no windowed view that leaves the time series' interval
-    snapshot alone. Kept to this one function so a Recorder change breaks one place.
-    """
-    series = recorder._series.get(component)  # private: see the docstring
-    if series is None:
+    """The cumulative state of ``component``, or None when the recorder has no such series."""
+    mark = recorder.mark(component)
+    if mark is None:
         return None
-    flush = getattr(type(recorder), "_flush", None)
-    if flush is not None:
-        flush(series)  # fold samples still pending in the hot-path buffer
-    with series.lock:
-        h = series.hist
-        return _Mark(now_ns, h.counts(), int(h.count), float(h.sum), int(series.missed))
+    counts, count, total, missed = mark
+    return _Mark(now_ns, counts, count, total, missed)
 
 
 _ZERO = LatencyHistogram()  # never recorded into: the origin for windowed histograms

@@ -234,7 +234,7 @@ class Recorder:
         with s.lock:
             s.gauges[name] = float(value)
 
-    def event(self, component: str, kind: str, message: str, **detail: Any) -> Event:
+    def event(self, component: str, kind: str, message: str, /, **detail: Any) -> Event:
         """Record a degradation, restart, fault or adaptation; logged once, kept for the report."""
         ev = Event(self.clock.now_ns(), component, kind, message, detail)
         self.events.append(ev)
@@ -297,6 +297,18 @@ class Recorder:
             return [Violation(**v.as_dict()) for v in self._violations.values()]
 
     # -- reading --------------------------------------------------------------------------
+
+    def mark(self, component: str) -> tuple[np.ndarray, int, float, int] | None:
+        """The cumulative state of ``component``'s latency: (bucket counts, count, sum,
+        missed cycles), or None when nothing was recorded. Two marks give the histogram of
+        the window between them through :meth:`LatencyHistogram.since`, without touching the
+        interval snapshots that ``metrics.jsonl`` owns."""
+        s = self._series.get(component)
+        if s is None:
+            return None
+        self._flush(s)
+        with s.lock:
+            return s.hist.counts(), int(s.hist.count), float(s.hist.sum), int(s.missed)
 
     def components(self) -> list[str]:
         return sorted(self._series)

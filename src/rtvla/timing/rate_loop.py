@@ -37,6 +37,8 @@ _EVENT_WAIT_MIN_NS = 20_000_000
 _FIFO_MAX_SPIN_FRACTION = 0.1
 # Collect gen-0 garbage in slack time only when this much of the period is still free.
 _GC_SLACK_FRACTION = 0.5
+# Drift is the median lateness over this many of the most recent cycles.
+_DRIFT_TICKS = 64
 
 
 class Overrun(str, Enum):
@@ -63,7 +65,8 @@ class Tick:
 
 @dataclass
 class LoopStats:
-    """What a loop achieved. ``drift_ms`` is how far the last wake-up is from its ideal slot."""
+    """What a loop achieved. ``drift_ms``: how far behind its ideal schedule the loop runs at
+    the end (median lateness of the last 64 cycles); ``missed``: slots skipped after overruns."""
 
     name: str
     rate_hz: float
@@ -167,6 +170,10 @@ class RateLoop:
             recent = self._window[:n] / 1e3
             s.lateness_p50_us = float(np.percentile(recent, 50))
             s.lateness_p99_us = float(np.percentile(recent, 99))
+            # Drift: how far behind its schedule the loop runs now, robust to one late wake-up
+            # (the median lateness of the last few cycles). Absolute deadlines keep it ~0.
+            last = (s.ticks - 1 - np.arange(min(n, _DRIFT_TICKS))) % len(self._window)
+            s.drift_ms = float(np.median(self._window[last])) / 1e6
         return s
 
     def _effective_spin_ns(self) -> int:
