@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from rtvla.metrics import Recorder
-from rtvla.timing import RateLoop, Tick
+from rtvla.timing import RateLoop, RealtimeSettings, Tick, apply_realtime
 
 __all__ = ["LOOP_KINDS", "bench_loop", "bench_record", "cpu_load", "run_loop"]
 
 LOOP_KINDS = ("naive", "sleep", "spin")
-SPIN_MARGIN_S = 0.0005
+# Sleep until 1 ms before each deadline, then spin: above this VM's p99 oversleep (~0.5-0.7
+# ms after a long sleep), and at 100 Hz exactly the spin bound RateLoop keeps under FIFO.
+SPIN_MARGIN_S = 0.001
+FIFO_PRIORITY = 80
 DRIFT_TICKS = 64  # the same window as RateLoop's drift
 
 
@@ -94,8 +97,24 @@ def _naive_loop(rate_hz: float, seconds: float, work: Callable[[], None]) -> dic
     return {"lateness_ns": lateness, "achieved_hz": achieved, "drift_ms": drift, "missed": missed}
 
 
+@contextmanager
+def _fifo(enabled: bool) -> Iterator[str]:
+    """SCHED_FIFO for the calling thread while the block runs, when permitted (the real-time
+    setup rtvla's loops are meant to run with); back to SCHED_OTHER afterwards."""
+    if not enabled:
+        yield "SCHED_OTHER"
+        return
+    report = apply_realtime(RealtimeSettings(fifo_priority=FIFO_PRIORITY))
+    try:
+        yield report.get("scheduler", "SCHED_OTHER")
+    finally:
+        if report.get("scheduler", "").startswith("SCHED_FIFO"):
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def _rate_loop(
-    rate_hz: float, seconds: float, work: Callable[[], None], spin_margin_s: float
+    rate_hz: float, seconds: float, work: Callable[[], None], spin_margin_s: float,
+    realtime: bool = False,
 ) -> dict[str, Any]:
     n = int(seconds * rate_hz)
     lateness = np.empty(n, dtype=np.int64)
@@ -108,24 +127,30 @@ def _rate_loop(
             count += 1
 
     loop = RateLoop(rate_hz, spin_margin_s=spin_margin_s, on_cycle=on_cycle, name="bench")
-    stats = loop.run(lambda tick: work(), max_ticks=n)
+    with _fifo(realtime) as scheduler:
+        stats = loop.run(lambda tick: work(), max_ticks=n)
     return {
         "lateness_ns": lateness[:count],
         "achieved_hz": stats.achieved_hz,
         "drift_ms": stats.drift_ms,
         "missed": stats.missed,
+        "scheduler": scheduler,
     }
 
 
-def run_loop(kind: str, rate_hz: float, seconds: float) -> dict[str, Any]:
-    """Run one loop kind for ``seconds``; returns lateness samples (ns) and figures."""
+def run_loop(kind: str, rate_hz: float, seconds: float, *, realtime: bool = False) -> dict[str, Any]:
+    """Run one loop kind for ``seconds``; returns lateness samples (ns) and figures.
+
+    ``realtime``: run rtvla's loops (not the naive reference) under SCHED_FIFO when the OS
+    permits, as ``RealtimeSettings`` would in a real deployment.
+    """
     work = _control_step_work()
     if kind == "naive":
-        return _naive_loop(rate_hz, seconds, work)
+        return {**_naive_loop(rate_hz, seconds, work), "scheduler": "SCHED_OTHER"}
     if kind == "sleep":
-        return _rate_loop(rate_hz, seconds, work, 0.0)
+        return _rate_loop(rate_hz, seconds, work, 0.0, realtime)
     if kind == "spin":
-        return _rate_loop(rate_hz, seconds, work, SPIN_MARGIN_S)
+        return _rate_loop(rate_hz, seconds, work, SPIN_MARGIN_S, realtime)
     raise ValueError(f"loop kind must be one of {LOOP_KINDS}, got {kind!r}")
 
 
@@ -136,6 +161,7 @@ def bench_loop(
     loads: tuple[str, ...] = ("idle", "loaded"),
     kinds: tuple[str, ...] = LOOP_KINDS,
     progress: Callable[[str], None] | None = None,
+    realtime: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """All combinations of ``kinds`` x ``rates`` x ``loads``; returns (rows, lateness samples)."""
     rows: list[dict[str, Any]] = []
@@ -148,7 +174,7 @@ def bench_loop(
                 for kind in kinds:
                     if progress is not None:
                         progress(f"{kind} {rate:g} Hz {load}")
-                    r = run_loop(kind, rate, seconds)
+                    r = run_loop(kind, rate, seconds, realtime=realtime)
                     lat_us = r["lateness_ns"] / 1e3
                     rows.append(
                         {
@@ -164,6 +190,7 @@ def bench_loop(
                             },
                             "drift_ms": r["drift_ms"],
                             "missed": r["missed"],
+                            "scheduler": r["scheduler"],
                             "seconds": seconds,
                         }
                     )

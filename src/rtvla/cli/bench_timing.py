@@ -21,6 +21,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         loads: str = typer.Option("idle,loaded", help="idle, loaded or both"),
         json_path: Path | None = typer.Option(None, "--json", help="write the rows as JSON"),
         plot: Path = typer.Option(Path("rtvla-bench/loop.png"), help="lateness histogram PNG"),
+        realtime: bool = typer.Option(True, "--realtime/--no-realtime",
+                                      help="run rtvla's loops under SCHED_FIFO where permitted"),
     ) -> None:
         """Naive sleep loop vs RateLoop (sleep) vs RateLoop (sleep-then-spin), idle and loaded."""
         from rtvla.bench.timing import LOOP_KINDS, bench_loop
@@ -41,17 +43,19 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 first = False
                 progress.update(task, description=f"running {label} for {seconds:g} s")
 
-            rows, samples = bench_loop(seconds=seconds, rates=rate_list, loads=load_list, progress=step)
+            rows, samples = bench_loop(seconds=seconds, rates=rate_list, loads=load_list, progress=step,
+                                       realtime=realtime)
             progress.advance(task)
         t = Table(title=f"Loop timing ({seconds:g} s per row)")
         for col in ("loop", "rate Hz", "load", "achieved Hz", "rate err %", "late p50 us",
-                    "late p99 us", "late max us", "drift ms", "missed"):
+                    "late p99 us", "late max us", "drift ms", "missed", "scheduler"):
             t.add_column(col, justify="left" if col in ("loop", "load") else "right")
         for r in rows:
             lat = r["lateness_us"]
             t.add_row(r["loop"], f"{r['rate_hz']:g}", r["load"], f"{r['achieved_hz']:.3f}",
                       f"{r['rate_error_pct']:.4f}", f"{lat['p50']:.1f}", f"{lat['p99']:.1f}",
-                      f"{lat['max']:.0f}", f"{r['drift_ms']:.3f}", str(r["missed"]))
+                      f"{lat['max']:.0f}", f"{r['drift_ms']:.3f}", str(r["missed"]),
+                      r["scheduler"].replace("refused: ", "refused ")[:24])
         console.print(t)
         by = {(r["loop"], r["rate_hz"], r["load"]): r for r in rows}
         for (kind, rate, load), r in by.items():

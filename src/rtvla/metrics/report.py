@@ -82,7 +82,9 @@ def _fmt(value: Any, spec: str = ".2f", unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
-_STATUS_STYLE = {"ok": "[green]ok[/]", "degraded": "[yellow]degraded[/]", "violated": "[red]VIOLATED[/]"}
+# "breaches": single samples broke the budget but the run met it (see budget_checks).
+_STATUS_STYLE = {"ok": "[green]ok[/]", "breaches": "[yellow]met, breaches[/]",
+                 "degraded": "[yellow]degraded[/]", "violated": "[red]VIOLATED[/]"}
 
 
 def render_table(report: dict[str, Any], *, title: str = "rtvla budgets") -> Table:

@@ -306,6 +306,12 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
         _merge_control_process(report, stack.control_final)
     checks = evaluate_budgets(report, settings.max_miss_ratio)
     report["budget_checks"] = checks
+    for name, check in checks.items():
+        row = report["components"][name]
+        if not check["met"]:
+            row["status"] = "violated" if check["critical"] else "degraded"
+        else:
+            row["status"] = "breaches" if row.get("violations") else "ok"
     crit = [v["met"] for v in checks.values() if v["critical"]]
     report["critical_budgets_met"] = all(crit) if crit else None
     report["task"] = {k: info[k] for k in ("instruction", "success", "duration_s", "plan_source")}
