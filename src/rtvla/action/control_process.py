@@ -58,6 +58,8 @@ _STATS_FIELDS = (
 )
 _STATS_EVERY = 10
 _PARENT_CHECK_S = 0.2
+# The robot's threads in the control process run this far below the control thread.
+_HELPER_PRIORITY_GAP = 10
 
 
 def state_array_size(dof: int) -> int:
@@ -144,6 +146,26 @@ class _StatePublisher:
         return None
 
 
+def _fifo_helpers(priority: int) -> str:
+    """SCHED_FIFO, below the control thread, for the robot's own threads in this process (a
+    simulator's physics thread). The control thread needs the GIL they hold: left at
+    SCHED_OTHER, any other process's thread on this CPU could preempt one while it holds the
+    GIL and keep the control thread waiting (priority inversion). Below the control thread,
+    they never delay its wake-up, and it preempts them."""
+    me = threading.get_native_id()
+    prio = max(1, priority)
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        if int(tid) == me:
+            continue
+        try:
+            os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(prio))
+            n += 1
+        except (ProcessLookupError, PermissionError, OSError):
+            continue
+    return f"SCHED_FIFO priority {prio} ({n} threads)"
+
+
 def _robot_stats(robot: Any) -> dict[str, Any] | None:
     """The robot's own figures (a simulator's real-time factor...) for the final report."""
     stats = getattr(robot, "stats", None)
@@ -206,6 +228,8 @@ def _child_main(
                            state_out=publisher)
         publisher.loop = loop
         report.update(apply_realtime(dataclasses.replace(realtime, cpus=None)))
+        if realtime.fifo_priority is not None and report.get("scheduler", "").startswith("SCHED_FIFO"):
+            report["helper_threads"] = _fifo_helpers(realtime.fifo_priority - _HELPER_PRIORITY_GAP)
         loop.realtime = report
         watcher = threading.Thread(target=_watch, args=(stop, loop, ppid), name="control-watch",
                                    daemon=True)

@@ -165,6 +165,7 @@ def run_task(
     reason = ""
     code = EXIT_ERROR
     stack: Stack | None = None
+    steal0 = _steal_s()
     from rtvla.runtime.dashboard import DashboardState
 
     state = DashboardState(instruction=task, deadline_s=cfg.budget("task").deadline_s or 0.0)
@@ -226,11 +227,18 @@ def run_task(
         except KeyboardInterrupt:
             reason = "interrupted"
             code = EXIT_INTERRUPTED
+        except Exception as exc:  # a bug must still leave a stopped robot and a report
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            code = EXIT_ERROR
+            logger.exception("run crashed")
         finally:
             stuck = stack.stop() if stack is not None else []
             if stuck:
                 recorder.event("runtime", "fault", f"units did not stop in time: {stuck}")
             report = _final_report(recorder, stack, settings, info, code, reason, t_start)
+            # CPU time the hypervisor took from this VM during the run: stalls no scheduling
+            # inside the guest can avoid (they show as missed cycles if long enough).
+            report["hypervisor_steal_s"] = _steal_s() - steal0
             # Budgets decide the exit code only when the task itself succeeded.
             if code == EXIT_OK and report["critical_budgets_met"] is False:
                 code = EXIT_BUDGET
@@ -324,6 +332,7 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
                                     "critical": s.critical}
                                 for n, s in stack.supervisor.states().items()}
         report["control"] = stack.control_stats()
+        report["affinity"] = stack.affinity
         report["perception"] = stack.pipeline.stats()
         report["navigation"] = stack.navigator.stats()
         report["planner"] = stack.planner.stats()
@@ -334,6 +343,12 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
     else:
         report["adaptation"] = []
     return report
+
+
+def _steal_s() -> float:
+    import psutil
+
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 def _merge_control_process(report: dict[str, Any], final: dict[str, Any]) -> None:

@@ -35,6 +35,8 @@ class RuntimeSettings(BaseModel):
         0.001, ge=0, le=1,
         description="a critical loop meets its rate budget while missed/ticks stays at or below this")
     dashboard_hz: float = Field(4.0, gt=0, le=30)
+    isolate_control_cpu: bool = Field(
+        False, description="keep the main process's threads off the control process's CPU")
     perception_placement: Literal["thread"] = "thread"
 
     @classmethod

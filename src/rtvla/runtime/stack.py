@@ -21,6 +21,8 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -75,14 +77,22 @@ _DEFAULT_REQUESTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _pin_threads(cpus: list[int]) -> list[int] | str:
+    """Move every thread of this process (and so the threads they start) to ``cpus``."""
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                os.sched_setaffinity(int(tid), cpus)
+        return cpus
+    except OSError as exc:
+        logger.warning("could not pin the main process to CPUs %s: %s", cpus, exc)
+        return f"refused: {exc}"
+
+
 def _pin_control(settings: ControlSettings, table: dict[str, Any]) -> ControlSettings:
-    """Process placement defaults: the last CPU for the control process (the allocator's
-    dedicated core) and SCHED_FIFO priority 80 where the OS permits it (a clear warning where
-    not). Explicit ``[control]`` values win."""
+    """Process placement default: SCHED_FIFO priority 80 where the OS permits it (a clear
+    warning where not); the CPU comes from the allocator at start. ``[control]`` values win."""
     update: dict[str, Any] = {}
-    cpus = sorted(os.sched_getaffinity(0))
-    if "cpu" not in table and len(cpus) > 1:
-        update["cpu"] = cpus[-1]
     if "fifo_priority" not in table:
         update["fifo_priority"] = 80
     return settings.model_copy(update=update)
@@ -125,8 +135,10 @@ class Stack:
     on_progress: Callable[[Progress], None] | None = None
     critical_failure: str | None = None
     control_final: dict[str, Any] | None = None
+    affinity: dict[str, Any] = field(default_factory=dict)
     _started: list[str] = field(default_factory=list)
     _old_switch: float | None = None
+    _orig_affinity: list[int] | None = None
 
     @property
     def control_in_process(self) -> bool:
@@ -259,7 +271,11 @@ class Stack:
         """Ask the allocator for each component's resources; refusals are recorded, and a
         preemption turns quality down through the optimizer."""
         table = self.cfg.section("resources")
-        requests = {**_DEFAULT_REQUESTS, **table.get("requests", {})}
+        defaults = dict(_DEFAULT_REQUESTS)
+        if self.control_in_process:
+            # A dedicated core for the control process; the main process shares the rest.
+            defaults["control"] = {**defaults["control"], "exclusive_cpu": True}
+        requests = {**defaults, **table.get("requests", {})}
         rcfg = ResourcesConfig.from_section({**table, "requests": requests})
         hook = self.optimizer.handle_preemption if self.optimizer is not None else None
         for name in ("control", "perception", "navigation", "llm"):
@@ -301,18 +317,13 @@ class Stack:
     def start(self) -> None:
         """Start everything in dependency order and wait until control and camera are live."""
         timeout = self.settings.startup_timeout_s
+        self._admit()
         if self.control_in_process:
-            self.control.start_timeout_s = timeout
-            self.control.start()
-            self._started.append("control_process")
-            if self.control.wait_state(timeout) is None:
-                raise RuntimeStackError(f"the control process published no state within {timeout:g} s")
-            self.monitor.register_process("control", self.control.pid)
+            self._start_control_process(timeout)
         self._old_switch = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
         self.camera.open()
         self._started.append("camera")
-        self._admit()
         sup = self.supervisor
         if self.control_in_process:
             sup.add("control", self._watch_control_process, critical=True, on_fault=self._stop_robot)
@@ -335,6 +346,33 @@ class Stack:
             raise RuntimeStackError(f"the camera delivered no frame within {timeout:g} s") from exc
         if self.pipeline.channel.wait_newer(0, timeout=timeout) is None:
             raise RuntimeStackError(f"perception published nothing within {timeout:g} s")
+
+    def _start_control_process(self, timeout: float) -> None:
+        """Start the control process on the allocator's dedicated CPU (unless ``[control].cpu``
+        says otherwise), then keep this process's threads off that CPU: a thread of ours
+        there could preempt the simulator thread while it holds the control process's GIL
+        and delay the SCHED_FIFO control thread behind it (priority inversion)."""
+        proc = self.control
+        plan = self.allocator.affinity_plan()
+        cpu = proc.settings.cpu
+        if cpu is None and "control" in plan.dedicated:
+            cpu = plan.dedicated["control"]
+        if cpu is not None:
+            proc.realtime = dataclasses.replace(proc.realtime, cpus=[cpu])
+        proc.start_timeout_s = timeout
+        proc.start()
+        self._started.append("control_process")
+        if proc.wait_state(timeout) is None:
+            raise RuntimeStackError(f"the control process published no state within {timeout:g} s")
+        self.monitor.register_process("control", proc.pid)
+        shared = [c for c in plan.shared_cpus if c != cpu] if cpu is not None else list(plan.shared_cpus)
+        self._orig_affinity = sorted(os.sched_getaffinity(0))
+        if cpu is not None and shared and self.settings.isolate_control_cpu:
+            self.affinity = {"control": [cpu], "main": _pin_threads(shared)}
+        else:
+            self.affinity = {"control": [cpu] if cpu is not None else None, "main": None}
+        self.recorder.event("runtime", "affinity", f"control process on CPU {cpu}; main process on {shared}",
+                            **self.affinity)
 
     def control_stats(self) -> dict[str, Any]:
         """The control loop's figures (from the control process once it has stopped)."""
@@ -371,5 +409,8 @@ class Stack:
             self.robot.close()
         if self._old_switch is not None:
             sys.setswitchinterval(self._old_switch)
+        if self._orig_affinity is not None:
+            _pin_threads(self._orig_affinity)  # a library caller gets its CPUs back
+            self._orig_affinity = None
         self._started.clear()
         return stuck

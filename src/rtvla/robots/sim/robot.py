@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -354,6 +355,11 @@ class SimRobot:
             self._step_ns_total += self._clock.now_ns() - t0
             done += k
             self._steps += k
+            if not self.lockstep and done < n:
+                # Python locks are not handed over on release: without a yield the physics
+                # thread re-takes the lock at once and a control thread waiting in
+                # send_command() starves for the whole catch-up batch after a stall.
+                time.sleep(0)
 
     def _apply_controls(self, dt: float) -> None:
         """Write actuator controls for the next step. Caller holds the lock."""
