@@ -523,6 +523,12 @@ def run_chunks(choice: RobotChoice, seconds: float, rate_hz: float = 100.0, chun
                                    "skipped_actions": cs["skipped_actions"]})
 
 
+def _steal_s() -> float:
+    import psutil
+
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
+
+
 def bench_control(
     seconds: float = 30.0,
     *,
@@ -548,9 +554,13 @@ def bench_control(
         if progress is not None:
             progress(placement)
         loops: list[RateLoop] = []
+        steal0 = _steal_s()
         with background_load(loops):
             row = runners[placement](choice, seconds, rate_hz)
         row["background"] = {lp.name: round(lp.stats().achieved_hz, 2) for lp in loops}
+        # CPU time the hypervisor took from this VM meanwhile (all CPUs): stalls that no
+        # placement can avoid, so that the lateness figures can be read in context.
+        row["steal_s"] = round(_steal_s() - steal0, 3)
         rows.append(row)
         samples[placement] = np.asarray(row.pop("_samples", []))
     return rows, samples

@@ -66,7 +66,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         t = Table(title=f"Control loop at {rate:g} Hz under load ({seconds:g} s per row)")
         for col in ("placement", "late p50 us", "late p99 us", "late max us", "missed",
-                    "starved", "achieved Hz", "watchdog"):
+                    "starved", "achieved Hz", "watchdog", "VM steal s"):
             t.add_column(col, justify="left" if col == "placement" else "right")
         notes_out: list[str] = []
         for r in rows:
@@ -83,7 +83,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             notes.append("bg " + ", ".join(f"{k} {v:g} Hz" for k, v in bg.items()))
             t.add_row(r["placement"], f"{lat['p50']:.1f}", f"{lat['p99']:.1f}", f"{lat['max']:.0f}",
                       str(r["missed"]), str(r["starved_ticks"]), f"{r['achieved_hz']:.2f}",
-                      str(r["watchdog_trips"]))
+                      str(r["watchdog_trips"]), f"{r.get('steal_s', 0.0):.2f}")
             notes_out.append(f"{r['placement']}: " + "; ".join(n for n in notes if n))
         console.print(t)
         for line in notes_out:
