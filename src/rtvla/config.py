@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -41,8 +41,10 @@ __all__ = [
     "Budget",
     "Config",
     "Requirements",
+    "format_validation_error",
     "load_config",
     "parse_config",
+    "validate_table",
 ]
 
 ENV_PREFIX = "RTVLA_"
@@ -187,17 +189,30 @@ class Config(BaseModel):
         return dict(self.sections.get(name, {}))
 
 
-def _format_pydantic(prefix: str, exc: ValidationError) -> str:
+def format_validation_error(prefix: str, exc: ValidationError) -> str:
+    """``prefix.field: message (got value)`` for each pydantic error, joined by ``; ``.
+
+    Every package validates its own ``rtvla.toml`` table with this, so that all
+    configuration errors read alike and name the field and the bad value.
+    """
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         where = f"{prefix}.{loc}" if loc else prefix
-        value = err.get("input")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        parts.append(f"{where}: {msg} (got {value!r})")
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg} (got {err.get('input')!r})")
     return "; ".join(parts)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_table(model: type[M], data: Mapping[str, Any] | None, prefix: str) -> M:
+    """Validate one raw table into ``model``; :class:`ConfigError` names ``prefix.field``."""
+    try:
+        return model.model_validate(dict(data or {}))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(prefix, exc)) from None
 
 
 def _build_budget(path: str, base: Budget | None, table: Any) -> Budget:
@@ -208,7 +223,7 @@ def _build_budget(path: str, base: Budget | None, table: Any) -> Budget:
     try:
         return Budget.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_pydantic(path, exc)) from None
+        raise ConfigError(format_validation_error(path, exc)) from None
 
 
 def parse_config(data: Mapping[str, Any], *, source: str | None = None) -> Config:

@@ -38,7 +38,7 @@ from rtvla.action.setpoints import Setpoint
 from rtvla.action.trajectory import ArmTrajectory, TrajStatus, check_goal
 from rtvla.channels import Channel
 from rtvla.component import Component, Placement
-from rtvla.config import Budget, Config
+from rtvla.config import Budget, Config, format_validation_error
 from rtvla.errors import ConfigError, RobotError
 from rtvla.metrics import LatencyHistogram, Recorder
 from rtvla.robots.base import CommandMode, Robot, RobotCommand, RobotLimits, RobotState
@@ -73,12 +73,7 @@ class ControlSettings(BaseModel):
         try:
             return cls.model_validate(section)
         except ValidationError as exc:
-            parts = []
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                parts.append(f"control.{loc}: {msg} (got {err.get('input')!r})")
-            raise ConfigError("; ".join(parts)) from None
+            raise ConfigError(format_validation_error("control", exc)) from None
 
     @classmethod
     def from_config(cls, cfg: Config) -> ControlSettings:

@@ -36,7 +36,7 @@ from rtvla.action.grid import GridMap, as_grid_map, plan_path
 from rtvla.action.setpoints import Setpoint
 from rtvla.channels import Channel
 from rtvla.component import Component
-from rtvla.config import Budget
+from rtvla.config import Budget, format_validation_error
 from rtvla.errors import ConfigError, NavigationError
 from rtvla.metrics import Recorder
 from rtvla.robots.base import RobotState
@@ -105,12 +105,7 @@ class NavigatorConfig(BaseModel):
             out.dwa_config()
             return out
         except ValidationError as exc:
-            parts = []
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                parts.append(f"navigation.{loc}: {msg} (got {err.get('input')!r})")
-            raise ConfigError("; ".join(parts)) from None
+            raise ConfigError(format_validation_error("navigation", exc)) from None
 
     def dwa_config(self, period_s: float = 0.1) -> DWAConfig:
         base = {

@@ -31,6 +31,7 @@ from rtvla.action.navigation import Navigator, NavStatus
 from rtvla.action.setpoints import Setpoint
 from rtvla.action.world import WorldView
 from rtvla.channels import Channel
+from rtvla.config import format_validation_error
 from rtvla.errors import ConfigError, IKError, NavigationError, SkillError
 from rtvla.metrics import Recorder
 from rtvla.robots.base import RobotState
@@ -96,12 +97,7 @@ class SkillSettings(BaseModel):
         try:
             out = cls.model_validate(dict(table or {}))
         except ValidationError as exc:
-            parts = []
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                parts.append(f"executor.{loc}: {msg} (got {err.get('input')!r})")
-            raise ConfigError("; ".join(parts)) from None
+            raise ConfigError(format_validation_error("executor", exc)) from None
         return out
 
     @field_validator("timeouts_s")

@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rtvla.config import format_validation_error
 from rtvla.errors import ConfigError
-from rtvla.resources.config import format_validation_error
 
 __all__ = ["AdaptConfig"]
 

@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from rtvla.config import validate_table
 from rtvla.errors import ConfigError, PlanValidationError
 
 __all__ = [
@@ -232,15 +233,7 @@ class Capabilities(BaseModel):
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "capabilities") -> Capabilities:
         """Validate a raw config table; errors name the key and the value."""
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            parts = []
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                parts.append(f"{where}.{loc}: {err['msg'].removeprefix('Value error, ')} "
-                             f"(got {err.get('input')!r})")
-            raise ConfigError("; ".join(parts)) from None
+        return validate_table(cls, data, where)
 
     @cached_property
     def digest(self) -> str:

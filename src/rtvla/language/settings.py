@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rtvla.config import Config
+from rtvla.config import Config, format_validation_error
 from rtvla.errors import ConfigError
 
 __all__ = ["DEFAULT_DEADLINE_S", "LLMSettings"]
@@ -57,12 +57,7 @@ class LLMSettings(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            parts = []
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                parts.append(f"llm.{loc}: {msg} (got {err.get('input')!r})")
-            raise ConfigError("; ".join(parts)) from None
+            raise ConfigError(format_validation_error("llm", exc)) from None
 
     @classmethod
     def from_config(cls, cfg: Config) -> LLMSettings:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rtvla.config import format_validation_error
 from rtvla.errors import ConfigError
 from rtvla.perception.color import DEFAULT_COLORS, ColorClass, ColorDetector, HsvRange
 from rtvla.perception.detections import Detector
@@ -40,15 +41,6 @@ from rtvla.perception.multicam import DEFAULT_USE_CASES, CameraMode, CameraReque
 from rtvla.perception.pipeline import DEFAULT_RESOLUTIONS, PipelineSettings
 
 __all__ = ["CamerasConfig", "PerceptionConfig", "parse_resolution"]
-
-
-def _fmt(prefix: str, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{prefix}.{loc}: {msg} (got {err.get('input')!r})")
-    return "; ".join(parts)
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -101,7 +93,7 @@ class PerceptionConfig(BaseModel):
         try:
             cfg = cls.model_validate(section)
         except ValidationError as exc:
-            raise ConfigError(_fmt("perception", exc)) from None
+            raise ConfigError(format_validation_error("perception", exc)) from None
         if cfg.detector == "onnx" and cfg.model is None:
             raise ConfigError("perception.model is required when perception.detector = 'onnx'")
         return cfg
@@ -168,7 +160,7 @@ class CamerasConfig(BaseModel):
         try:
             return cls.model_validate(section)
         except ValidationError as exc:
-            raise ConfigError(_fmt("cameras", exc)) from None
+            raise ConfigError(format_validation_error("cameras", exc)) from None
 
     def modes(self) -> dict[str, CameraMode]:
         out = dict(DEFAULT_USE_CASES)

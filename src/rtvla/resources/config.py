@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rtvla.config import Budget
+from rtvla.config import Budget, format_validation_error
 from rtvla.errors import ConfigError
 from rtvla.metrics import Recorder
 from rtvla.resources.allocator import ResourceAllocator, ResourceRequest
@@ -36,16 +36,6 @@ from rtvla.resources.sampler import Capacity, Sampler
 from rtvla.timing import MONOTONIC, Clock
 
 __all__ = ["RequestConfig", "ResourcesConfig", "format_validation_error", "request_from_budget"]
-
-
-def format_validation_error(prefix: str, exc: ValidationError) -> str:
-    """``prefix.field: message (got value)`` for each error, joined by ``; ``."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        parts.append(f"{prefix}.{loc}: {msg} (got {err.get('input')!r})" if loc else f"{prefix}: {msg}")
-    return "; ".join(parts)
 
 
 class RequestConfig(BaseModel):

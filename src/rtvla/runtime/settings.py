@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rtvla.config import Config
+from rtvla.config import Config, format_validation_error
 from rtvla.errors import ConfigError
 
 __all__ = ["RuntimeSettings", "validate_sections"]
@@ -44,12 +44,7 @@ class RuntimeSettings(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            parts = []
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                parts.append(f"runtime.{loc}: {msg} (got {err.get('input')!r})")
-            raise ConfigError("; ".join(parts)) from None
+            raise ConfigError(format_validation_error("runtime", exc)) from None
 
 
 def _validators() -> dict[str, Callable[[dict[str, Any]], Any]]:

@@ -370,9 +370,10 @@ class Stack:
         if cpu is not None and shared and self.settings.isolate_control_cpu:
             self.affinity = {"control": [cpu], "main": _pin_threads(shared)}
         else:
-            self.affinity = {"control": [cpu] if cpu is not None else None, "main": None}
-        self.recorder.event("runtime", "affinity", f"control process on CPU {cpu}; main process on {shared}",
-                            **self.affinity)
+            self.affinity = {"control": [cpu] if cpu is not None else None, "main": self._orig_affinity}
+            self._orig_affinity = None  # nothing to restore
+        self.recorder.event("runtime", "affinity", f"control process on CPUs {self.affinity['control']}; "
+                            f"main process on {self.affinity['main']}", **self.affinity)
 
     def control_stats(self) -> dict[str, Any]:
         """The control loop's figures (from the control process once it has stopped)."""

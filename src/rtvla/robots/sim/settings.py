@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rtvla.config import format_validation_error
 from rtvla.errors import ConfigError
 from rtvla.metrics import Recorder
 from rtvla.robots.sim.camera import SimCamera
@@ -74,12 +75,7 @@ def parse_sim_settings(raw: Mapping[str, Any] | None) -> SimSettings:
     try:
         return SimSettings.model_validate(dict(raw or {}))
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            parts.append(f"robot.{loc}: {msg} (got {err.get('input')!r})")
-        raise ConfigError("; ".join(parts)) from None
+        raise ConfigError(format_validation_error("robot", exc)) from None
 
 
 def scene_with_overrides(settings: SimSettings) -> SceneConfig:
