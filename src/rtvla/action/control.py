@@ -44,6 +44,8 @@ from rtvla.metrics import LatencyHistogram, Recorder
 from rtvla.robots.base import CommandMode, Robot, RobotCommand, RobotLimits, RobotState
 from rtvla.timing import MONOTONIC, Clock, RateLoop, Tick
 
+STEP_RING = 32
+
 __all__ = ["ControlLoop", "ControlSettings", "ControlStats", "check_setpoint"]
 
 logger = logging.getLogger(__name__)
@@ -192,6 +194,9 @@ class ControlLoop(Component):
         self._last_wake_ns = 0
         self._state: RobotState | None = None
         self._lateness = np.zeros(self.settings.lateness_window, dtype=np.int64)
+        # Step time of the most recent ticks (seconds), for relaying exact samples out of a
+        # control process: STEP_RING slots indexed by tick count.
+        self.step_ring = np.zeros(STEP_RING)
         self._lat_hist = LatencyHistogram()
         self._step_hist = LatencyHistogram()
         self._loop: RateLoop | None = None
@@ -312,6 +317,7 @@ class ControlLoop(Component):
             self._first_wake_ns = tick.wake_ns
         self._last_wake_ns = tick.wake_ns
         self._lateness[tick.index % len(self._lateness)] = lateness_ns
+        self.step_ring[self._n_ticks % STEP_RING] = max(step_s, 0.0)
         with self._stats_lock:
             self._lat_hist.record(lateness_ns / 1e9)
             if step_s > self._step_hist.max:

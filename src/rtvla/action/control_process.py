@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from rtvla.action.control import ControlLoop, ControlSettings
+from rtvla.action.control import STEP_RING, ControlLoop, ControlSettings
 from rtvla.action.setpoints import Setpoint
 from rtvla.channels.shm import SharedArrayChannel, ShmSpec
 from rtvla.errors import ComponentError
@@ -57,6 +57,7 @@ _STATS_FIELDS = (
     "achieved_hz", "on_time_rate", "setpoints_accepted",
 )
 _STATS_EVERY = 10
+_STATS_SIZE = len(_STATS_FIELDS) + 1 + STEP_RING
 _PARENT_CHECK_S = 0.2
 # The robot's threads in the control process run this far below the control thread.
 _HELPER_PRIORITY_GAP = 10
@@ -115,7 +116,7 @@ class _StatePublisher:
         self.stats_ch = stats_ch
         self.loop: ControlLoop | None = None
         self._buf = np.zeros(state_array_size(dof))
-        self._stats_buf = np.zeros(len(_STATS_FIELDS))
+        self._stats_buf = np.zeros(_STATS_SIZE)
         self._n = 0
         self._telemetry = telemetry
         self._tel_buf = np.zeros(telemetry[2].shape) if telemetry is not None else None
@@ -131,9 +132,18 @@ class _StatePublisher:
         self._n += 1
         if loop is not None and self._n % _STATS_EVERY == 0:
             live = loop.live_stats()
+            buf = self._stats_buf
             for i, key in enumerate(_STATS_FIELDS):
-                self._stats_buf[i] = live[key]
-            self.stats_ch.publish(self._stats_buf)
+                buf[i] = live[key]
+            # The step times of the last STEP_RING finished ticks, oldest first, after their
+            # count: the parent relays them as exact latency samples.
+            done = int(live["ticks"])
+            k = len(_STATS_FIELDS)
+            buf[k] = done
+            ring = loop.step_ring
+            for j in range(STEP_RING):
+                buf[k + 1 + j] = ring[(done - STEP_RING + 1 + j) % STEP_RING]
+            self.stats_ch.publish(buf)
         return seq
 
     def latest(self) -> Any:
@@ -339,7 +349,7 @@ class ControlProcess:
                                                    np.float64)
         self._state_ch = SharedArrayChannel.create(f"{self.name}-state", (state_array_size(dof),),
                                                    np.float64)
-        self._stats_ch = SharedArrayChannel.create(f"{self.name}-stats", (len(_STATS_FIELDS),),
+        self._stats_ch = SharedArrayChannel.create(f"{self.name}-stats", (_STATS_SIZE,),
                                                    np.float64)
         if self.telemetry is not None:
             self._tel_ch = SharedArrayChannel.create(f"{self.name}-telemetry", (self.telemetry_size,),
@@ -460,6 +470,20 @@ class ControlProcess:
         if sample is None:
             return {}
         return {k: float(v) for k, v in zip(_STATS_FIELDS, sample.value)}
+
+    def recent_steps(self) -> tuple[int, np.ndarray]:
+        """(ticks finished, step times in seconds of the last ones, oldest first) as of the
+        child's last stats publish; ``(0, empty)`` before that. Fewer than ``STEP_RING``
+        values while fewer ticks have run."""
+        if self._stats_ch is None:
+            return 0, np.zeros(0)
+        sample = self._stats_ch.latest()
+        if sample is None:
+            return 0, np.zeros(0)
+        k = len(_STATS_FIELDS)
+        done = int(sample.value[k])
+        steps = sample.value[k + 1 : k + 1 + STEP_RING]
+        return done, steps[-min(done, STEP_RING):] if done else np.zeros(0)
 
     # -- internals -------------------------------------------------------------------------
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rtvla.cli.common import console, write_json
+from rtvla.cli.common import console, stage_progress, write_json
 
 __all__ = ["register"]
 
@@ -31,21 +30,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         rate_list = tuple(float(r) for r in rates.split(",") if r.strip())
         load_list = tuple(x.strip() for x in loads.split(",") if x.strip())
         total = len(rate_list) * len(load_list) * len(LOOP_KINDS)
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=console, transient=True) as progress:
-            task = progress.add_task("loops", total=total)
-            first = True
-
-            def step(label: str) -> None:
-                nonlocal first
-                if not first:
-                    progress.advance(task)
-                first = False
-                progress.update(task, description=f"running {label} for {seconds:g} s")
-
+        with stage_progress(total, lambda label: f"running {label} for {seconds:g} s") as step:
             rows, samples = bench_loop(seconds=seconds, rates=rate_list, loads=load_list, progress=step,
                                        realtime=realtime)
-            progress.advance(task)
         t = Table(title=f"Loop timing ({seconds:g} s per row)")
         for col in ("loop", "rate Hz", "load", "achieved Hz", "rate err %", "late p50 us",
                     "late p99 us", "late max us", "drift ms", "missed", "scheduler"):

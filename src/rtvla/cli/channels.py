@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rtvla.cli.common import console, fail, write_json
+from rtvla.cli.common import console, fail, stage_progress, write_json
 
 __all__ = ["register"]
 
@@ -49,21 +48,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             fail(f"--payloads must list sizes > 0, got {payloads!r}")
 
         total = len(sizes) * len(CHANNEL_KINDS)
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=console, transient=True) as progress:
-            task = progress.add_task("channels", total=total)
-            first = True
-
-            def step(label: str) -> None:
-                nonlocal first
-                if not first:
-                    progress.advance(task)
-                first = False
-                progress.update(task, description=f"{label}: {iterations + warmup} frames")
-
+        with stage_progress(total, lambda label: f"{label}: {iterations + warmup} frames") as step:
             rows, samples = bench_channels(iterations=iterations, warmup=warmup, payloads=sizes,
                                            gap_s=gap_ms / 1e3, shm_read=shm_read, progress=step)
-            progress.advance(task)
 
         rel = ratios(rows)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-__all__ = ["console", "err_console", "fail", "write_json"]
+__all__ = ["console", "err_console", "fail", "stage_progress", "write_json"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,3 +42,26 @@ def fail(message: str, code: int = 2) -> None:
 
     err_console.print(f"[red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+@contextmanager
+def stage_progress(total: int, describe: Callable[[str], str]) -> Iterator[Callable[[str], None]]:
+    """A transient progress bar over ``total`` stages of a benchmark.
+
+    Yields the callback benches take as ``progress``: each call completes the previous stage
+    and shows ``describe(label)`` for the one starting; leaving the block completes the last.
+    """
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=total)
+        started = False
+
+        def step(label: str) -> None:
+            nonlocal started
+            if started:
+                progress.advance(task)
+            started = True
+            progress.update(task, description=describe(label))
+
+        yield step
+        progress.advance(task)

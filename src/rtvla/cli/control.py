@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rtvla.cli.common import console, fail, write_json
+from rtvla.cli.common import console, fail, stage_progress, write_json
 
 __all__ = ["register"]
 
@@ -44,25 +43,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         except ConfigError as exc:
             fail(str(exc))
         console.print(f"robot: {choice.label}")
-        with Progress(TextColumn("{task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
-            task = progress.add_task("control", total=len(chosen))
-            first = True
-
-            def step(label: str) -> None:
-                nonlocal first
-                if not first:
-                    progress.advance(task)
-                first = False
-                progress.update(task, description=f"control loop in {label} for {seconds:g} s under load")
-
+        with stage_progress(len(chosen), lambda label: f"control loop in {label} for {seconds:g} s under load") as step:
             try:
                 rows, samples = bench_control(seconds, rate_hz=rate, placements=chosen, robot=choice,
                                              progress=step)
             except ConfigError as exc:
                 fail(str(exc))
-            progress.advance(task)
 
         t = Table(title=f"Control loop at {rate:g} Hz under load ({seconds:g} s per row)")
         for col in ("placement", "late p50 us", "late p99 us", "late max us", "missed",

@@ -35,6 +35,25 @@ def _series(rows: list[dict[str, Any]], comp: str, getter: Any) -> tuple[list[fl
     return xs, ys
 
 
+def _per_component(comps: list[str], draw: Any, title: str, path: Path) -> Path:
+    """One small panel per component, two columns, drawn by ``draw(ax, component)``."""
+    n = len(comps)
+    cols = 2 if n > 1 else 1
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 2.6 * nrows), squeeze=False)
+    for ax, comp in zip(axes.flat, comps):
+        draw(ax, comp)
+        ax.set_title(comp)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.supxlabel("time (s)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def plot_run(
     rows: list[dict[str, Any]], report: dict[str, Any], out_dir: str | Path
 ) -> list[Path]:
@@ -47,50 +66,34 @@ def plot_run(
     if not comps:
         return written
 
-    n = len(comps)
-    cols = 2 if n > 1 else 1
-    nrows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 2.6 * nrows), squeeze=False)
-    for ax, comp in zip(axes.flat, comps):
+    def latency(ax: Any, comp: str) -> None:
         xs, p99 = _series(rows, comp, lambda c: c["latency_ms"].get("p99"))
-        _, p50 = _series(rows, comp, lambda c: c["latency_ms"].get("p50"))
+        xs50, p50 = _series(rows, comp, lambda c: c["latency_ms"].get("p50"))
         ax.plot(xs, p99, label="p99", color="tab:red")
-        ax.plot(xs[: len(p50)], p50, label="p50", color="tab:blue")
+        ax.plot(xs50, p50, label="p50", color="tab:blue")
         b = budgets.get(comp)
         if b:
             ax.axhline(b["max_latency_ms"], color="k", ls="--", lw=1, label="budget")
-        ax.set_title(comp)
         ax.set_ylabel("ms")
         ax.legend(fontsize=7, loc="upper right")
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.supxlabel("time (s)")
-    fig.suptitle("Latency per interval against budget")
-    fig.tight_layout()
-    p = out / "latency.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    written.append(p)
 
-    fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 2.6 * nrows), squeeze=False)
-    for ax, comp in zip(axes.flat, comps):
-        xs, rate = _series(rows, comp, lambda c: c.get("rate_hz"))
-        ax.plot(xs, rate, color="tab:green", label="rate")
+    def rate(ax: Any, comp: str) -> None:
+        xs, hz = _series(rows, comp, lambda c: c.get("rate_hz"))
+        ax.plot(xs, hz, color="tab:green", label="rate")
         b = budgets.get(comp)
         if b and b.get("min_throughput_hz"):
             ax.axhline(b["min_throughput_hz"], color="k", ls="--", lw=1, label="min budget")
-        ax.set_title(comp)
         ax.set_ylabel("Hz")
         ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.supxlabel("time (s)")
-    fig.suptitle("Throughput against budget")
-    fig.tight_layout()
-    p = out / "rate.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    written.append(p)
+
+    # Panels only for components with a time series (a one-off LLM call or task is a single
+    # point: the report's table says it better).
+    timed = [c for c in comps if len(_series(rows, c, lambda r: r["latency_ms"].get("p99"))[0]) >= 2]
+    looped = [c for c in comps if (budgets.get(c) or {}).get("rate_hz")]
+    if timed:
+        written.append(_per_component(timed, latency, "Latency per interval against budget", out / "latency.png"))
+    if looped:
+        written.append(_per_component(looped, rate, "Throughput against budget", out / "rate.png"))
 
     fig, (ax_cpu, ax_mem) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
     for comp in comps:

@@ -43,6 +43,7 @@ EXIT_BUDGET = 3  # the task succeeded but a critical budget was violated
 EXIT_ERROR = 4  # the stack could not be built or crashed
 EXIT_INTERRUPTED = 130
 
+_STEAL_NOTE_S = 0.5  # hypervisor steal worth mentioning beside a budget violation
 _DEGRADATION_KINDS = {"degraded", "fault", "restart", "failed", "watchdog", "stale", "recovered",
                       "admission", "preempted", "bad_frame"}
 
@@ -238,13 +239,16 @@ def run_task(
             report = _final_report(recorder, stack, settings, info, code, reason, t_start)
             # CPU time the hypervisor took from this VM during the run: stalls no scheduling
             # inside the guest can avoid (they show as missed cycles if long enough).
-            report["hypervisor_steal_s"] = _steal_s() - steal0
+            steal = report["hypervisor_steal_s"] = _steal_s() - steal0
             # Budgets decide the exit code only when the task itself succeeded.
             if code == EXIT_OK and report["critical_budgets_met"] is False:
                 code = EXIT_BUDGET
                 reason = "task succeeded but critical budgets were violated: " + "; ".join(
                     f"{n}: {', '.join(v['failed'])}" for n, v in report["budget_checks"].items()
                     if v["critical"] and not v["met"])
+                if steal > _STEAL_NOTE_S:
+                    reason += (f" (the hypervisor took {steal:.1f} s of CPU time from this VM "
+                               "during the run)")
             report["exit"] = {"code": code, "reason": reason}
             rd.write_report(report)
             try:

@@ -297,8 +297,8 @@ class Stack:
         is a lost robot: stop the run."""
         proc = self.control
         rec = self.recorder
-        last_ticks = last_missed = 0
-        while not stop.wait(0.1):
+        last_ticks = last_missed = last_steps = 0
+        while not stop.wait(0.05):
             if not proc.is_alive():
                 self._critical_failure("control", f"control process exited (code {proc._proc.exitcode})")
                 return
@@ -306,6 +306,11 @@ class Stack:
             if not live:
                 continue
             ticks, missed = int(live["ticks"]), int(live["missed"])
+            done, steps = proc.recent_steps()
+            fresh = min(len(steps), max(0, done - last_steps))
+            for step_s in steps[len(steps) - fresh:]:
+                rec.latency("control", float(step_s))  # exact samples (unless we fell behind)
+            last_steps = max(last_steps, done)
             if ticks > last_ticks:
                 rec.count("control", ticks - last_ticks)
             if missed > last_missed:
