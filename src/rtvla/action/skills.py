@@ -227,6 +227,17 @@ def move_arm(ctx: SkillContext, q: np.ndarray, what: str, *, gripper: float | No
     yield from wait_for(ctx, reached, what, s.arm_move_timeout_s)
 
 
+def _offset_from(ctx: SkillContext, obj: str, point: np.ndarray) -> np.ndarray | None:
+    """Where the world model now sees ``obj`` relative to ``point`` (None: not seen)."""
+    if ctx.world is None:
+        return None
+    ctx.world.update()
+    est = ctx.world.estimate(obj)
+    if est is None:
+        return None
+    return np.asarray(est.position, dtype=float) - point
+
+
 def solve_ik(ctx: SkillContext, target: np.ndarray, seed: np.ndarray, state: RobotState, what: str) -> np.ndarray:
     if ctx.kinematics is None:
         raise SkillError(f"{what}: no kinematics available for the arm")
@@ -372,14 +383,8 @@ def _place(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
     yield from wait_for(ctx, lambda: ctx.read_state().holding is None, "opening the gripper", s.gripper_timeout_s)
 
     def inside() -> bool:
-        if ctx.world is None:
-            return False
-        ctx.world.update()
-        est = ctx.world.estimate(obj)
-        if est is None:
-            return False
-        d = np.asarray(est.position, dtype=float) - drop
-        return bool(np.hypot(d[0], d[1]) <= s.receptacle_radius_m and d[2] < -0.05)
+        d = _offset_from(ctx, obj, drop)
+        return d is not None and bool(np.hypot(d[0], d[1]) <= s.receptacle_radius_m and d[2] < -0.05)
 
     try:
         yield from wait_for(ctx, inside, f"checking {obj} landed in {dest}", s.settle_timeout_s)
@@ -422,14 +427,8 @@ def _put_down(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
     yield from move_arm(ctx, q_clear, "clearing the object")
 
     def resting() -> bool:
-        if ctx.world is None:
-            return False
-        ctx.world.update()
-        est = ctx.world.estimate(obj)
-        if est is None:
-            return False
-        d = np.asarray(est.position, dtype=float) - point
-        return bool(np.hypot(d[0], d[1]) <= 0.05 and abs(d[2]) <= 0.03)
+        d = _offset_from(ctx, obj, point)
+        return d is not None and bool(np.hypot(d[0], d[1]) <= 0.05 and abs(d[2]) <= 0.03)
 
     try:
         yield from wait_for(ctx, resting, f"checking {obj} rests on {dest}", s.settle_timeout_s)

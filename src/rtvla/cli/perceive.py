@@ -139,7 +139,7 @@ def perceive(
                 if done:
                     break
     except KeyboardInterrupt:
-        pass
+        console.print("interrupted: stopping the pipeline")
     finally:
         pipe.stop()
         worker.join(timeout=5.0)
