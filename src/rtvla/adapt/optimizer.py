@@ -35,7 +35,7 @@ from rtvla.component import Component
 from rtvla.errors import ConfigError
 from rtvla.metrics import Recorder
 from rtvla.resources import Preemption, SystemMonitor
-from rtvla.timing import MONOTONIC, Clock
+from rtvla.timing import MONOTONIC, Clock, Periodic
 
 __all__ = ["AdaptiveOptimizer", "Decision"]
 
@@ -107,9 +107,7 @@ class AdaptiveOptimizer:
         self._last_change_ns: int | None = None
         self._last_up_ns: int | None = None
         self._hold_down_s = self.policy.hold_down_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.errors = 0
+        self._worker = Periodic(self.policy.period_s, self.step, name="rtvla-adapt")
 
     @classmethod
     def from_config(
@@ -264,33 +262,24 @@ class AdaptiveOptimizer:
     # -- thread mode ----------------------------------------------------------------------
 
     def start(self) -> AdaptiveOptimizer:
-        if self._thread is not None and self._thread.is_alive():
+        if self._worker.running:
             raise ConfigError("adaptive optimizer already started")
         if self.signals is None:
             raise ConfigError("adaptive optimizer thread mode needs a signal source")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="rtvla-adapt", daemon=True)
-        self._thread.start()
+        self._worker.start()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.policy.period_s):
-            try:
-                self.step()
-            except Exception:  # keep adapting; the failure is logged and counted
-                self.errors += 1
-                if self.errors == 1 or self.errors % 100 == 0:
-                    logger.exception("adaptive optimizer step failed (%d failures so far)", self.errors)
+    @property
+    def errors(self) -> int:
+        """Steps that failed (logged and counted; the optimizer keeps adapting)."""
+        return self._worker.errors
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._worker.stop(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker.running
 
     def __enter__(self) -> AdaptiveOptimizer:
         return self.start()

@@ -32,7 +32,7 @@ from typing import Any
 from rtvla.errors import ConfigError, ResourceError
 from rtvla.metrics import Recorder
 from rtvla.resources.sampler import RawReading, Sampler
-from rtvla.timing import MONOTONIC, Clock
+from rtvla.timing import MONOTONIC, Clock, Periodic
 
 __all__ = ["ComponentUsage", "Sample", "SystemMonitor"]
 
@@ -153,9 +153,7 @@ class SystemMonitor:
         self._pids: dict[str, set[int]] = {}
         self._prev: RawReading | None = None
         self._prev_ns = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.errors = 0
+        self._worker = Periodic(period_s, self.sample_once, name="rtvla-monitor")
         self.samples_taken = 0
 
     @property
@@ -341,35 +339,23 @@ class SystemMonitor:
 
     def start(self) -> SystemMonitor:
         """Prime the counters and start sampling every ``period_s`` in a daemon thread."""
-        if self._thread is not None and self._thread.is_alive():
+        if self._worker.running:
             raise ResourceError("system monitor already started")
-        self._stop.clear()
-        self._safe_sample()
-        self._thread = threading.Thread(target=self._run, name="rtvla-monitor", daemon=True)
-        self._thread.start()
+        self._worker.call()  # prime the counters
+        self._worker.start()
         return self
 
-    def _safe_sample(self) -> None:
-        try:
-            self.sample_once()
-        except Exception:  # a monitor must not take the stack down; it reports instead
-            self.errors += 1
-            if self.errors == 1 or self.errors % 100 == 0:
-                logger.exception("system monitor sampling failed (%d failures so far)", self.errors)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period_s):
-            self._safe_sample()
+    @property
+    def errors(self) -> int:
+        """Samples that failed (logged, not raised: a monitor must not take the stack down)."""
+        return self._worker.errors
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._worker.stop(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker.running
 
     def __enter__(self) -> SystemMonitor:
         return self.start()

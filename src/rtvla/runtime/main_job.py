@@ -31,6 +31,7 @@ from rtvla.metrics import MetricsLog, Recorder, build_report
 from rtvla.runtime.run_dir import RunDir
 from rtvla.runtime.settings import RuntimeSettings
 from rtvla.runtime.stack import Stack
+from rtvla.timing import Periodic
 
 __all__ = ["EXIT_BUDGET", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "RunOptions", "RunOutcome",
            "evaluate_budgets", "run_task"]
@@ -105,32 +106,22 @@ class _Ticker:
 
     def __init__(self, log: MetricsLog, stack: Stack, period_s: float, warmup_s: float,
                  extra: Callable[[], dict[str, Any]]) -> None:
-        self.log, self.stack, self.period_s = log, stack, period_s
-        self.warmup_s, self.extra = warmup_s, extra
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="rtvla-metrics", daemon=True)
+        self.log, self.stack, self.warmup_s, self.extra = log, stack, warmup_s, extra
+        self.worker = Periodic(period_s, self.tick, name="rtvla-metrics")
         self._t0 = time.monotonic()
 
-    def _run(self) -> None:
-        while not self.stop.wait(self.period_s):
-            self.tick()
-
     def tick(self) -> None:
-        try:
-            if time.monotonic() - self._t0 > self.warmup_s:
-                self.stack.recorder.check()
-            self.log.write(extra=self.extra())
-        except Exception as exc:  # the metrics writer must never take the run down
-            logger.error("metrics interval failed: %s", exc)
+        if time.monotonic() - self._t0 > self.warmup_s:
+            self.stack.recorder.check()
+        self.log.write(extra=self.extra())
 
     def __enter__(self) -> _Ticker:
-        self.thread.start()
+        self.worker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        self.tick()
+        self.worker.stop(timeout=5)
+        self.worker.call()  # the last interval, up to the end of the run
 
 
 def _nearest_place(stack: Stack) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rtvla.timing.clock import MONOTONIC, Clock, FakeClock, MonotonicClock
+from rtvla.timing.periodic import Periodic
 from rtvla.timing.rate_loop import LoopStats, Overrun, RateLoop, Tick
 from rtvla.timing.realtime import RealtimeSettings, apply_realtime
 
@@ -13,6 +14,7 @@ __all__ = [
     "LoopStats",
     "MonotonicClock",
     "Overrun",
+    "Periodic",
     "RateLoop",
     "RealtimeSettings",
     "Tick",
