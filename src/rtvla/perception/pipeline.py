@@ -90,10 +90,15 @@ class PipelineSettings:
     source_timeout_s: float = 0.5
     grab_wait_s: float | None = None
     keep_image: bool = False
+    # After a cycle that overran (a slow detector), run the next one at once on the newest
+    # frame ("catch_up") instead of idling to the next slot ("skip") with a frame waiting.
+    overrun: str = "catch_up"
 
     def __post_init__(self) -> None:
         if not self.resolutions:
             raise ConfigError("perception.resolutions needs at least one WxH")
+        if self.overrun not in ("skip", "catch_up"):
+            raise ConfigError(f"perception.overrun must be 'skip' or 'catch_up', got {self.overrun!r}")
         for r in self.resolutions:
             if len(r) != 2 or not all(isinstance(v, int) and v >= 16 for v in r):
                 raise ConfigError(f"perception.resolutions entries must be (w, h) >= 16, got {r!r}")
@@ -212,7 +217,7 @@ class VisionPipeline(Component):
     def run(self, *, duration_s: float | None = None, max_ticks: int | None = None) -> LoopStats:
         """setup, step at ``rate_hz`` until :meth:`stop` (or the limits), teardown."""
         self._loop = RateLoop(self.rate_hz, clock=self.clock, stop_event=self.stop_event,
-                              name=self.name)
+                              overrun=self.settings.overrun, name=self.name)
         try:
             self.setup()
             stats = self._loop.run(self.step, duration_s=duration_s, max_ticks=max_ticks)
