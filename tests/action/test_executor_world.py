@@ -147,3 +147,58 @@ def test_put_red_cube_in_blue_bin_with_rendered_perception(lockstep_stack) -> No
     assert np.linalg.norm(seen - start) < 0.04  # where the cube was
     cube = s.sim.object_position("red_cube")
     assert np.hypot(*(cube[:2] - s.sim.frame_pose("blue_bin", "body")[:2, 3])) < 0.08
+
+
+@pytest.mark.parametrize(
+    ("obj", "dest", "via"),
+    [("blue_cube", "green_bin", "kitchen"),  # a blue bin stands beside: told apart by size
+     ("green_cube", "table", "table")],      # put back down, checked with the camera
+)
+def test_scene_color_classes_tell_same_coloured_things_apart(lockstep_stack, obj, dest, via) -> None:
+    """The runtime's colour classes (named after the scene's objects and receptacles, split
+    by metric size) let the camera verify placements the arm would otherwise hide or confuse."""
+    from rtvla.action.navigation import Navigator
+    from rtvla.perception.color import ColorClass, ColorDetector
+    from rtvla.perception.detections import Detections
+    from rtvla.robots.sim.camera import SimCamera
+    from rtvla.robots.sim.grid import occupancy_grid
+    from rtvla.runtime.stack import _scene_color_classes
+
+    holder = {}
+
+    def make_world(sim, clock):
+        try:
+            cam = SimCamera(sim, width=320, height=240, threaded=False, clock=clock)
+            cam.open()
+        except RenderError as exc:
+            pytest.skip(f"no offscreen rendering here: {exc}")
+        holder["cam"], holder["channel"] = cam, LatestValue("detections", clock=clock)
+        return WorldModel(holder["channel"], cam.camera_pose_world, labels=labels_for_scene(sim.scene),
+                          clock=clock)
+
+    s = lockstep_stack("home", world=make_world, navigator=lambda sim, sp, clock, rec: Navigator(
+        occupancy_grid(sim.scene), sim, sp, places=sim.scene.places, recorder=rec, clock=clock))
+    cam, ch = holder["cam"], holder["channel"]
+    detector = ColorDetector(classes=[ColorClass(**c) for c in _scene_color_classes(s.sim.scene)])
+
+    def perception_step(now_ns: int) -> None:
+        f = cam.read()
+        items = detector.detect(f.image, depth=f.depth, intrinsics=f.intrinsics)
+        ch.publish(Detections(items=tuple(items), frame_seq=f.seq, frame_stamp_ns=f.stamp_ns,
+                              processing_s=0.0, frame_size=(320, 240), resolution=(320, 240),
+                              detector="color"))
+
+    s.driver.every(5.0, perception_step)
+    plan = [
+        {"type": "navigate", "parameters": {"target": "table"}},
+        {"type": "perceive", "parameters": {"target": obj}},
+        {"type": "manipulate", "parameters": {"operation": "pick", "object": obj}},
+        {"type": "navigate", "parameters": {"target": via}},
+        {"type": "manipulate", "parameters": {"operation": "place", "object": obj, "destination": dest}},
+    ]
+    try:
+        result = s.driver.run_plan(s.executor, plan, timeout_s=120)
+    finally:
+        cam.close()
+    assert result.success, result.reason
+    assert result.steps[1].detail["source"] == "detections"

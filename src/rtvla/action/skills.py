@@ -382,6 +382,9 @@ def _place(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
     ctx.setpoints.send(gripper=0.0)
     yield from wait_for(ctx, lambda: ctx.read_state().holding is None, "opening the gripper", s.gripper_timeout_s)
 
+    # Out of the camera's view first: above the receptacle the arm hides what is in it.
+    yield from move_arm(ctx, _carry_pose(ctx, q_start), "retreating")
+
     def inside() -> bool:
         d = _offset_from(ctx, obj, drop)
         return d is not None and bool(np.hypot(d[0], d[1]) <= s.receptacle_radius_m and d[2] < -0.05)
@@ -392,7 +395,6 @@ def _place(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
         est = ctx.world.estimate(obj) if ctx.world is not None else None
         where = "not seen" if est is None else "at ({:.3f}, {:.3f}, {:.3f})".format(*est.position)
         raise SkillError(f"place {obj}: released but it is not in {dest} ({where})") from None
-    yield from move_arm(ctx, _carry_pose(ctx, q_start), "retreating")
     return f"{obj} is in {dest}"
 
 
@@ -425,6 +427,8 @@ def _put_down(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
     yield from wait_for(ctx, lambda: ctx.read_state().holding is None, "opening the gripper", s.gripper_timeout_s)
     q_clear = solve_ik(ctx, _up(point, s.pregrasp_height_m), q_low, ctx.read_state(), "clearing IK")
     yield from move_arm(ctx, q_clear, "clearing the object")
+    # Out of the camera's view before looking: the arm above the object hides it.
+    yield from move_arm(ctx, _carry_pose(ctx, q_start), "retreating")
 
     def resting() -> bool:
         d = _offset_from(ctx, obj, point)
@@ -436,7 +440,6 @@ def _put_down(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
         est = ctx.world.estimate(obj) if ctx.world is not None else None
         where = "not seen" if est is None else "at ({:.3f}, {:.3f}, {:.3f})".format(*est.position)
         raise SkillError(f"place {obj}: released but it does not rest on {dest} ({where})") from None
-    yield from move_arm(ctx, _carry_pose(ctx, q_start), "retreating")
     return f"{obj} is on {dest}"
 
 

@@ -58,12 +58,24 @@ DEFAULT_COLORS: dict[str, tuple[HsvRange, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class ColorClass:
-    """Name blobs of ``color`` whose area fraction lies in ``[min, max]`` as ``label``."""
+    """Name blobs of ``color`` whose area fraction lies in ``[min, max]`` as ``label``.
+
+    ``min_size_m``/``max_size_m`` bound the blob's metric size (the side of a square of the
+    same area at the blob's median depth), so that a 4 cm cube and an 18 cm bin of the same
+    colour get different labels at any distance. They apply only when depth and intrinsics
+    come with the image; without depth a class with size bounds never matches.
+    """
 
     label: str
     color: str
     min_area_fraction: float | None = None  # None: the detector's min_area_fraction
     max_area_fraction: float = 1.0
+    min_size_m: float | None = None
+    max_size_m: float | None = None
+
+    @property
+    def metric(self) -> bool:
+        return self.min_size_m is not None or self.max_size_m is not None
 
 
 class ColorDetector:
@@ -107,6 +119,7 @@ class ColorDetector:
         self.min_area_fraction = float(min_area_fraction)
         self.name = name
         self.class_names = [c.label for c in self.classes]
+        self._any_metric = any(c.metric for c in self.classes)
         self._kernel = (
             cv2.getStructuringElement(cv2.MORPH_RECT, (open_kernel, open_kernel))
             if open_kernel > 1 else None
@@ -133,14 +146,23 @@ class ColorDetector:
             out[cname] = mask
         return out
 
-    def _classify(self, color: str, frac: float) -> tuple[int, str] | None:
+    def _classify(self, color: str, frac: float, size_m: float | None) -> tuple[int, str] | None:
         for i, c in enumerate(self.classes):
             lo = self.min_area_fraction if c.min_area_fraction is None else c.min_area_fraction
-            if c.color == color and lo <= frac <= c.max_area_fraction:
-                return i, c.label
+            if c.color != color or not lo <= frac <= c.max_area_fraction:
+                continue
+            if c.metric:
+                if size_m is None:
+                    continue
+                if c.min_size_m is not None and size_m < c.min_size_m:
+                    continue
+                if c.max_size_m is not None and size_m > c.max_size_m:
+                    continue
+            return i, c.label
         return None
 
-    def _blobs(self, hsv: np.ndarray, want_masks: bool) -> tuple[list[Detection], list]:
+    def _blobs(self, hsv: np.ndarray, want_masks: bool, depth: np.ndarray | None = None,
+               focal_px: float | None = None) -> tuple[list[Detection], list]:
         h, w = hsv.shape[:2]
         total = float(h * w)
         min_px = max(1.0, self.min_area_fraction * total)
@@ -152,10 +174,16 @@ class ColorDetector:
                 area = cv2.contourArea(cnt)
                 if area < min_px:
                     continue
-                found = self._classify(cname, area / total)
+                x, y, bw, bh = cv2.boundingRect(cnt)
+                size_m = None
+                if depth is not None and focal_px and self._any_metric:
+                    roi = depth[y : y + bh, x : x + bw][mask[y : y + bh, x : x + bw] > 0]
+                    roi = roi[np.isfinite(roi) & (roi > 0)]
+                    if roi.size:
+                        size_m = float(np.sqrt(area) * np.median(roi) / focal_px)
+                found = self._classify(cname, area / total, size_m)
                 if found is None:
                     continue
-                x, y, bw, bh = cv2.boundingRect(cnt)
                 score = min(1.0, area / float(bw * bh)) if bw * bh else 0.0
                 dets.append(Detection((float(x), float(y), float(x + bw), float(y + bh)),
                                       found[1], score, found[0]))
@@ -165,8 +193,16 @@ class ColorDetector:
                     blob_masks.append(m)
         return dets, blob_masks
 
-    def infer(self, prepared: np.ndarray, image_shape: tuple[int, ...] = ()) -> list[Detection]:
-        dets, _ = self._blobs(prepared, False)
+    @property
+    def needs_depth(self) -> bool:
+        """True when some class is bounded by metric size (see :class:`ColorClass`)."""
+        return self._any_metric
+
+    def infer(self, prepared: np.ndarray, image_shape: tuple[int, ...] = (), *,
+              depth: np.ndarray | None = None, focal_px: float | None = None) -> list[Detection]:
+        """Blobs of a preprocessed image; ``depth`` (same size, metres) and ``focal_px`` let
+        metric-size classes match."""
+        dets, _ = self._blobs(prepared, False, depth, focal_px)
         dets.sort(key=lambda d: d.score, reverse=True)
         return dets
 
@@ -183,7 +219,8 @@ class ColorDetector:
         if depth is None or intrinsics is None:
             return self.infer(hsv, image.shape)
         check_depth(depth, image.shape)
-        dets, masks = self._blobs(hsv, True)
+        focal = float(np.sqrt(intrinsics.fx * intrinsics.fy))
+        dets, masks = self._blobs(hsv, True, depth, focal)
         located = locate(dets, depth, intrinsics, masks=masks)
         order = sorted(range(len(located)), key=lambda i: located[i].score, reverse=True)
         return [located[i] for i in order]

@@ -36,6 +36,7 @@ from enum import Enum
 from typing import Any
 
 import cv2
+import numpy as np
 
 from rtvla.channels import LatestValue
 from rtvla.component import Component, Knob
@@ -383,7 +384,15 @@ class VisionPipeline(Component):
         if isinstance(detector, StagedDetector):
             prepared = detector.preprocess(small)
             t2 = now()
-            raw = detector.infer(prepared, small.shape)
+            k = frame.intrinsics
+            if getattr(detector, "needs_depth", False) and frame.depth is not None and k is not None:
+                # Metric-size classes: depth and focal length at the processing resolution.
+                sd = frame.depth if (fw, fh) == (rw, rh) else cv2.resize(
+                    frame.depth, (rw, rh), interpolation=cv2.INTER_NEAREST)
+                focal = float(np.sqrt(k.fx * k.fy * (rw / fw) * (rh / fh)))
+                raw = detector.infer(prepared, small.shape, depth=sd, focal_px=focal)
+            else:
+                raw = detector.infer(prepared, small.shape)
         else:
             t2 = t1
             raw = detector.detect(small)

@@ -60,6 +60,8 @@ class _ColorClassModel(BaseModel):
     color: str
     min_area_fraction: float | None = Field(default=None, ge=0, lt=1)
     max_area_fraction: float = Field(default=1.0, gt=0, le=1)
+    min_size_m: float | None = Field(default=None, gt=0)
+    max_size_m: float | None = Field(default=None, gt=0)
 
 
 class PerceptionConfig(BaseModel):
@@ -125,7 +127,8 @@ class PerceptionConfig(BaseModel):
             name: tuple(HsvRange(tuple(lo), tuple(hi)) for lo, hi in ranges)
             for name, ranges in self.colors.items()
         }
-        classes = [ColorClass(c.label, c.color, c.min_area_fraction, c.max_area_fraction)
+        classes = [ColorClass(c.label, c.color, c.min_area_fraction, c.max_area_fraction,
+                              c.min_size_m, c.max_size_m)
                    for c in self.color_classes] or None
         return [ColorDetector(colors, classes, min_area_fraction=self.min_area_fraction)]
 

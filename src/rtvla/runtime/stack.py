@@ -98,6 +98,21 @@ def _pin_control(settings: ControlSettings, table: dict[str, Any]) -> ControlSet
     return settings.model_copy(update=update)
 
 
+def _scene_color_classes(scene: Any) -> list[dict[str, Any]]:
+    """Colour-detector classes named after the scene's objects and receptacles, told apart by
+    metric size where they share a colour (a 4 cm blue cube vs an 18 cm blue bin)."""
+    classes: list[dict[str, Any]] = []
+    largest: dict[str, float] = {}
+    for name, spec in scene.objects.items():
+        classes.append({"label": name, "color": spec.color,
+                        "min_size_m": 0.4 * spec.size_m, "max_size_m": 2.5 * spec.size_m})
+        largest[spec.color] = max(largest.get(spec.color, 0.0), spec.size_m)
+    for name, spec in scene.receptacles.items():
+        classes.append({"label": name, "color": spec.color,
+                        "min_size_m": 2.5 * largest.get(spec.color, 0.04)})
+    return classes
+
+
 def _default_ladder(pipeline: VisionPipeline, planner: PlanningService) -> list[dict[str, Any]]:
     """Quality levels that shed CPU without touching any loop's rate: perception input
     resolution first (the largest cost), then a lighter LLM when one is configured. Frame
@@ -200,7 +215,10 @@ class Stack:
                 setpoints = LatestValue("setpoints")
                 control = ControlLoop(robot, setpoints, recorder=recorder, settings=ctl_settings,
                                       budget=cfg.budget("control"))
-            pcfg = PerceptionConfig.from_section(cfg.section("perception"))
+            ptable = cfg.section("perception")
+            if "color_classes" not in ptable and ptable.get("detector", "color") == "color":
+                ptable["color_classes"] = _scene_color_classes(robot.scene)
+            pcfg = PerceptionConfig.from_section(ptable)
             w, h = robot_settings.camera.width, robot_settings.camera.height
             if "resolutions" not in cfg.section("perception"):
                 # Quality levels relative to what the camera delivers: never upscale.
