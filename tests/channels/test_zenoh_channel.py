@@ -65,8 +65,9 @@ def test_bytes_and_json_and_both_directions(peers) -> None:
     a, b = peers
     a.publish(b"\x00\x01raw")
     assert b.wait_newer(0, timeout=20.0).value == b"\x00\x01raw"
+    seen = a.seq  # read before b publishes: the answer may arrive before wait_newer runs
     b.publish({"objects": [{"label": "red_cube", "xyz": [0.1, 0.2, 0.0]}]})
-    s = a.wait_newer(a.seq, timeout=20.0)
+    s = a.wait_newer(seen, timeout=20.0)
     assert s.value == {"objects": [{"label": "red_cube", "xyz": [0.1, 0.2, 0.0]}]}
 
 
