@@ -110,3 +110,24 @@ def test_broken_config_is_refused_before_anything_starts(tmp_path, bad):
     res = CliRunner().invoke(app, ["run", "--config", str(f), "--no-dashboard", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2
     assert not (tmp_path / "r").exists() or not (tmp_path / "r" / "report.json").exists()
+
+
+def test_pressure_turns_perception_quality_down_and_the_report_says_so(tmp_path):
+    """With thresholds every machine exceeds, the adaptive optimizer steps the perception
+    resolution down (never a loop's rate) while the run goes on, and report.json lists it."""
+    from rtvla.config import parse_config
+
+    cfg = parse_config({
+        "adapt": {"cpu_high": 2.0, "cpu_low": 1.0, "latency_high": 0.01, "latency_low": 0.005,
+                  "degrade_after_s": 0.2, "min_dwell_s": 0.3, "window_s": 0.5, "period_s": 0.1},
+        "runtime": {"linger_s": 4.0},
+    })
+    outcome = run_task(cfg, RunOptions(task="say hello", out_dir=tmp_path / "run", dashboard=False))
+    report = outcome.report
+    assert report["task"]["success"] is True, outcome.reason
+    downs = [a for a in report["adaptation"] if a["to_level"] > a["from_level"]]
+    assert downs, report["adaptation"]
+    first = downs[0]["changes"][0]
+    assert first["knob"] == "perception.resolution"
+    assert tuple(first["new"]) == (240, 180) and tuple(first["old"]) == (320, 240)
+    assert report["components"]["perception"]["budget"]["rate_hz"] == 30  # rate untouched
