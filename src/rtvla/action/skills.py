@@ -227,15 +227,24 @@ def move_arm(ctx: SkillContext, q: np.ndarray, what: str, *, gripper: float | No
     yield from wait_for(ctx, reached, what, s.arm_move_timeout_s)
 
 
-def _offset_from(ctx: SkillContext, obj: str, point: np.ndarray) -> np.ndarray | None:
-    """Where the world model now sees ``obj`` relative to ``point`` (None: not seen)."""
-    if ctx.world is None:
-        return None
-    ctx.world.update()
-    est = ctx.world.estimate(obj)
-    if est is None:
-        return None
-    return np.asarray(est.position, dtype=float) - point
+def _confirm_placed(ctx: SkillContext, obj: str, point: np.ndarray,
+                    fits: Callable[[np.ndarray], bool], check: str, failure: str) -> SkillGen:
+    """Wait until the world model sees ``obj`` at an offset from ``point`` that ``fits``;
+    otherwise fail saying where it was seen, if anywhere."""
+
+    def seen_there() -> bool:
+        if ctx.world is None:
+            return False
+        ctx.world.update()
+        est = ctx.world.estimate(obj)
+        return est is not None and fits(np.asarray(est.position, dtype=float) - point)
+
+    try:
+        yield from wait_for(ctx, seen_there, f"checking {obj} {check}", ctx.settings.settle_timeout_s)
+    except SkillError:
+        est = ctx.world.estimate(obj) if ctx.world is not None else None
+        where = "not seen" if est is None else "at ({:.3f}, {:.3f}, {:.3f})".format(*est.position)
+        raise SkillError(f"place {obj}: released but {failure} ({where})") from None
 
 
 def solve_ik(ctx: SkillContext, target: np.ndarray, seed: np.ndarray, state: RobotState, what: str) -> np.ndarray:
@@ -385,16 +394,9 @@ def _place(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
     # Out of the camera's view first: above the receptacle the arm hides what is in it.
     yield from move_arm(ctx, _carry_pose(ctx, q_start), "retreating")
 
-    def inside() -> bool:
-        d = _offset_from(ctx, obj, drop)
-        return d is not None and bool(np.hypot(d[0], d[1]) <= s.receptacle_radius_m and d[2] < -0.05)
-
-    try:
-        yield from wait_for(ctx, inside, f"checking {obj} landed in {dest}", s.settle_timeout_s)
-    except SkillError:
-        est = ctx.world.estimate(obj) if ctx.world is not None else None
-        where = "not seen" if est is None else "at ({:.3f}, {:.3f}, {:.3f})".format(*est.position)
-        raise SkillError(f"place {obj}: released but it is not in {dest} ({where})") from None
+    yield from _confirm_placed(
+        ctx, obj, drop, lambda d: bool(np.hypot(d[0], d[1]) <= s.receptacle_radius_m and d[2] < -0.05),
+        f"landed in {dest}", f"it is not in {dest}")
     return f"{obj} is in {dest}"
 
 
@@ -430,16 +432,9 @@ def _put_down(ctx: SkillContext, obj: str, dest: str) -> SkillGen:
     # Out of the camera's view before looking: the arm above the object hides it.
     yield from move_arm(ctx, _carry_pose(ctx, q_start), "retreating")
 
-    def resting() -> bool:
-        d = _offset_from(ctx, obj, point)
-        return d is not None and bool(np.hypot(d[0], d[1]) <= 0.05 and abs(d[2]) <= 0.03)
-
-    try:
-        yield from wait_for(ctx, resting, f"checking {obj} rests on {dest}", s.settle_timeout_s)
-    except SkillError:
-        est = ctx.world.estimate(obj) if ctx.world is not None else None
-        where = "not seen" if est is None else "at ({:.3f}, {:.3f}, {:.3f})".format(*est.position)
-        raise SkillError(f"place {obj}: released but it does not rest on {dest} ({where})") from None
+    yield from _confirm_placed(
+        ctx, obj, point, lambda d: bool(np.hypot(d[0], d[1]) <= 0.05 and abs(d[2]) <= 0.03),
+        f"rests on {dest}", f"it does not rest on {dest}")
     return f"{obj} is on {dest}"
 
 

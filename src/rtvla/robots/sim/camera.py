@@ -379,15 +379,22 @@ class SimCamera:
         assert req.frame is not None
         return req.frame
 
-    def _serve(self) -> None:
-        """On-demand render thread: owns the GL context, renders one frame per request."""
+    def _open_renderer(self) -> bool:
+        """Create the GL renderer in the calling thread (which then owns the context) and
+        release :meth:`open`; False, with the error kept for it, when there is no GL."""
         try:
             self._renderer = self._make_renderer()
         except CameraUnavailable as exc:
             self._error = exc
+            return False
+        finally:
             self._ready.set()
+        return True
+
+    def _serve(self) -> None:
+        """On-demand render thread: owns the GL context, renders one frame per request."""
+        if not self._open_renderer():
             return
-        self._ready.set()
         try:
             while True:
                 req = self._requests.get()
@@ -415,13 +422,8 @@ class SimCamera:
                     left.done.set()
 
     def _run(self) -> None:
-        try:
-            self._renderer = self._make_renderer()
-        except CameraUnavailable as exc:
-            self._error = exc
-            self._ready.set()
+        if not self._open_renderer():
             return
-        self._ready.set()
         period_ns = int(1e9 / self.rate_hz)
         next_ns = self._clock.now_ns()
         try:
