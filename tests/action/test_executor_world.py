@@ -90,20 +90,19 @@ def test_pose_of_the_frame_is_used_when_the_source_keeps_it() -> None:
     assert world.update() == 0  # pose of that frame unknown: not guessed
 
 
-def test_put_red_cube_in_blue_bin_with_rendered_perception(lockstep_stack) -> None:
-    """The real path: the sim camera renders, the color detector finds the cube in 3D, the
-    world model places it in the world, and the executor picks and places from that."""
+def _rendered_stack(lockstep_stack, make_detector):
+    """A lock-step stack from ``home`` whose world model is fed by the sim camera (rendered
+    at 5 Hz) through the detector ``make_detector(sim)`` builds; returns (stack, camera)."""
     from rtvla.action.navigation import Navigator
-    from rtvla.perception.color import ColorDetector
     from rtvla.perception.detections import Detections
     from rtvla.robots.sim.camera import SimCamera
     from rtvla.robots.sim.grid import occupancy_grid
 
+    holder = {}
+
     def make_nav(sim, sp, clock, rec):
         return Navigator(occupancy_grid(sim.scene), sim, sp, places=sim.scene.places,
                          recorder=rec, clock=clock)
-
-    holder = {}
 
     def make_world(sim, clock):
         try:
@@ -116,7 +115,7 @@ def test_put_red_cube_in_blue_bin_with_rendered_perception(lockstep_stack) -> No
         return WorldModel(ch, cam.camera_pose_world, labels=labels_for_scene(sim.scene), clock=clock)
 
     s = lockstep_stack("home", navigator=make_nav, world=make_world)
-    cam, ch, detector = holder["cam"], holder["channel"], ColorDetector()
+    cam, ch, detector = holder["cam"], holder["channel"], make_detector(s.sim)
 
     def perception_step(now_ns: int) -> None:
         f = cam.read()
@@ -128,17 +127,29 @@ def test_put_red_cube_in_blue_bin_with_rendered_perception(lockstep_stack) -> No
                               resolution=size, detector="color"))
 
     s.driver.every(5.0, perception_step)
-    plan = [
+    return s, cam
+
+
+def _fetch_and_place(obj: str, via: str, dest: str) -> list[dict]:
+    return [
         {"type": "navigate", "parameters": {"target": "table"}},
-        {"type": "perceive", "parameters": {"target": "red_cube"}},
-        {"type": "manipulate", "parameters": {"operation": "pick", "object": "red_cube"}},
-        {"type": "navigate", "parameters": {"target": "kitchen"}},
-        {"type": "manipulate", "parameters": {"operation": "place", "object": "red_cube",
-                                              "destination": "blue_bin"}},
+        {"type": "perceive", "parameters": {"target": obj}},
+        {"type": "manipulate", "parameters": {"operation": "pick", "object": obj}},
+        {"type": "navigate", "parameters": {"target": via}},
+        {"type": "manipulate", "parameters": {"operation": "place", "object": obj, "destination": dest}},
     ]
+
+
+def test_put_red_cube_in_blue_bin_with_rendered_perception(lockstep_stack) -> None:
+    """The real path: the sim camera renders, the color detector finds the cube in 3D, the
+    world model places it in the world, and the executor picks and places from that."""
+    from rtvla.perception.color import ColorDetector
+
+    s, cam = _rendered_stack(lockstep_stack, lambda sim: ColorDetector())
     start = s.sim.object_position("red_cube")
     try:
-        result = s.driver.run_plan(s.executor, plan, timeout_s=120)
+        result = s.driver.run_plan(s.executor, _fetch_and_place("red_cube", "kitchen", "blue_bin"),
+                                   timeout_s=120)
     finally:
         cam.close()
     assert result.success, result.reason
@@ -157,47 +168,13 @@ def test_put_red_cube_in_blue_bin_with_rendered_perception(lockstep_stack) -> No
 def test_scene_color_classes_tell_same_coloured_things_apart(lockstep_stack, obj, dest, via) -> None:
     """The runtime's colour classes (named after the scene's objects and receptacles, split
     by metric size) let the camera verify placements the arm would otherwise hide or confuse."""
-    from rtvla.action.navigation import Navigator
     from rtvla.perception.color import ColorClass, ColorDetector
-    from rtvla.perception.detections import Detections
-    from rtvla.robots.sim.camera import SimCamera
-    from rtvla.robots.sim.grid import occupancy_grid
     from rtvla.runtime.stack import _scene_color_classes
 
-    holder = {}
-
-    def make_world(sim, clock):
-        try:
-            cam = SimCamera(sim, width=320, height=240, threaded=False, clock=clock)
-            cam.open()
-        except RenderError as exc:
-            pytest.skip(f"no offscreen rendering here: {exc}")
-        holder["cam"], holder["channel"] = cam, LatestValue("detections", clock=clock)
-        return WorldModel(holder["channel"], cam.camera_pose_world, labels=labels_for_scene(sim.scene),
-                          clock=clock)
-
-    s = lockstep_stack("home", world=make_world, navigator=lambda sim, sp, clock, rec: Navigator(
-        occupancy_grid(sim.scene), sim, sp, places=sim.scene.places, recorder=rec, clock=clock))
-    cam, ch = holder["cam"], holder["channel"]
-    detector = ColorDetector(classes=[ColorClass(**c) for c in _scene_color_classes(s.sim.scene)])
-
-    def perception_step(now_ns: int) -> None:
-        f = cam.read()
-        items = detector.detect(f.image, depth=f.depth, intrinsics=f.intrinsics)
-        ch.publish(Detections(items=tuple(items), frame_seq=f.seq, frame_stamp_ns=f.stamp_ns,
-                              processing_s=0.0, frame_size=(320, 240), resolution=(320, 240),
-                              detector="color"))
-
-    s.driver.every(5.0, perception_step)
-    plan = [
-        {"type": "navigate", "parameters": {"target": "table"}},
-        {"type": "perceive", "parameters": {"target": obj}},
-        {"type": "manipulate", "parameters": {"operation": "pick", "object": obj}},
-        {"type": "navigate", "parameters": {"target": via}},
-        {"type": "manipulate", "parameters": {"operation": "place", "object": obj, "destination": dest}},
-    ]
+    s, cam = _rendered_stack(lockstep_stack, lambda sim: ColorDetector(
+        classes=[ColorClass(**c) for c in _scene_color_classes(sim.scene)]))
     try:
-        result = s.driver.run_plan(s.executor, plan, timeout_s=120)
+        result = s.driver.run_plan(s.executor, _fetch_and_place(obj, via, dest), timeout_s=120)
     finally:
         cam.close()
     assert result.success, result.reason
