@@ -77,6 +77,15 @@ _DEFAULT_REQUESTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _resources_config(table: dict[str, Any], *, control_in_process: bool) -> ResourcesConfig:
+    """``[resources]`` with the embedded stack's default requests under the configured ones."""
+    defaults = dict(_DEFAULT_REQUESTS)
+    if control_in_process:
+        # A dedicated core for the control process; the main process shares the rest.
+        defaults["control"] = {**defaults["control"], "exclusive_cpu": True}
+    return ResourcesConfig.from_section({**table, "requests": {**defaults, **table.get("requests", {})}})
+
+
 def _pin_threads(cpus: list[int]) -> list[int] | str:
     """Move every thread of this process (and so the threads they start) to ``cpus``."""
     try:
@@ -150,6 +159,7 @@ class Stack:
     on_progress: Callable[[Progress], None] | None = None
     critical_failure: str | None = None
     control_final: dict[str, Any] | None = None
+    resources_cfg: ResourcesConfig | None = None
     affinity: dict[str, Any] = field(default_factory=dict)
     _started: list[str] = field(default_factory=list)
     _old_switch: float | None = None
@@ -241,7 +251,7 @@ class Stack:
             capabilities = Capabilities.from_scene(robot.scene)
             planner = PlanningService.from_settings(llm, recorder=recorder, capabilities=capabilities,
                                                     deadline_s=llm.deadline(cfg))
-            rcfg = ResourcesConfig.from_section(cfg.section("resources"))
+            rcfg = _resources_config(cfg.section("resources"), control_in_process=process is not None)
             sampler = PsutilSampler()
             monitor = rcfg.build_monitor(sampler, recorder=recorder)
             allocator = rcfg.build_allocator(sampler=sampler, recorder=recorder)
@@ -258,6 +268,7 @@ class Stack:
         stack = cls(cfg, settings, recorder, robot, camera, setpoints, control, pipeline, navigator,
                     world, executor, planner, capabilities, monitor, allocator, optimizer, supervisor,
                     stop, stack_progress)
+        stack.resources_cfg = rcfg
         executor.on_progress = stack._progress
         supervisor.on_critical_failure = stack._critical_failure
         return stack
@@ -288,13 +299,8 @@ class Stack:
     def _admit(self) -> None:
         """Ask the allocator for each component's resources; refusals are recorded, and a
         preemption turns quality down through the optimizer."""
-        table = self.cfg.section("resources")
-        defaults = dict(_DEFAULT_REQUESTS)
-        if self.control_in_process:
-            # A dedicated core for the control process; the main process shares the rest.
-            defaults["control"] = {**defaults["control"], "exclusive_cpu": True}
-        requests = {**defaults, **table.get("requests", {})}
-        rcfg = ResourcesConfig.from_section({**table, "requests": requests})
+        rcfg = self.resources_cfg
+        assert rcfg is not None  # set by build()
         hook = self.optimizer.handle_preemption if self.optimizer is not None else None
         for name in ("control", "perception", "navigation", "llm"):
             try:
