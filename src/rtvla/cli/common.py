@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,27 +11,19 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rtvla.metrics.report import json_safe
+
 __all__ = ["console", "err_console", "fail", "stage_progress", "write_json"]
 
 console = Console()
 err_console = Console(stderr=True)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON (NaN/inf become null); returns the path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(_clean(data), indent=2) + "\n", encoding="utf-8")
+    p.write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")
     return p
 
 

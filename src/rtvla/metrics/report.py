@@ -10,23 +10,27 @@ Usage::
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from rich.table import Table
 
 from rtvla.metrics.recorder import Recorder
 
-__all__ = ["budget_status", "build_report", "render_table"]
+__all__ = ["budget_status", "build_report", "json_safe", "render_table"]
 
 
-def _clean(value: Any) -> Any:
-    """Replace NaN/inf by None so the report is valid JSON."""
+def json_safe(value: Any, *, redact: re.Pattern[str] | None = None) -> Any:
+    """``value`` made valid JSON: NaN/inf become None, keys strings; with ``redact``, the
+    value of every key it matches is replaced by ``***`` (API keys never reach a report)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {str(k): ("***" if redact is not None and v and redact.search(str(k))
+                         else json_safe(v, redact=redact))
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v, redact=redact) for v in value]
     return value
 
 
@@ -66,7 +70,7 @@ def build_report(recorder: Recorder, *, check: bool = True) -> dict[str, Any]:
         }
         row["status"] = budget_status(row)
         components[name] = row
-    return _clean(
+    return json_safe(
         {
             "elapsed_s": summary["elapsed_s"],
             "components": components,

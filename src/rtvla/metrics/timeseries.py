@@ -10,18 +10,14 @@ Usage::
 from __future__ import annotations
 
 import json
-import math
 import threading
 from pathlib import Path
 from typing import IO, Any
 
 from rtvla.metrics.recorder import Recorder
+from rtvla.metrics.report import json_safe
 
 __all__ = ["MetricsLog", "read_metrics"]
-
-
-def _finite(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 class MetricsLog:
@@ -54,7 +50,7 @@ class MetricsLog:
             comps[name] = {
                 "rate_hz": row["rate_hz"],
                 "count": row["count"],
-                "latency_ms": {k: _finite(lat[k]) for k in ("p50", "p99", "max")},
+                "latency_ms": json_safe({k: lat[k] for k in ("p50", "p99", "max")}),
                 "latency_count": lat["count"],
                 "missed": row["missed"],
                 "cpu_percent": row["cpu_percent"],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -20,21 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from rtvla.errors import RuntimeStackError
+from rtvla.metrics.report import json_safe
 
 __all__ = ["RunDir", "load_run"]
 
 _SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.I)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): ("***" if _SECRET_KEYS.search(str(k)) and v else _clean(v))
-                for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 class RunDir:
@@ -97,7 +86,7 @@ class RunDir:
     def write_report(self, report: dict[str, Any]) -> Path:
         """Write report.json atomically (a crash mid-write never leaves half a file)."""
         tmp = self.report_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(_clean(report), indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(json_safe(report, redact=_SECRET_KEYS), indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, self.report_path)
         return self.report_path
 
