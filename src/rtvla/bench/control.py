@@ -38,6 +38,7 @@ import numpy as np
 from rtvla.action.chunks import ActionChunkQueue, ChunkRequest
 from rtvla.action.setpoints import Setpoint
 from rtvla.errors import ConfigError, RobotError
+from rtvla.resources.sampler import hypervisor_steal_s
 from rtvla.robots.base import CommandMode, RobotCommand, RobotLimits, RobotState, validate_command
 from rtvla.timing import MONOTONIC, Clock, RateLoop, Tick
 
@@ -523,11 +524,6 @@ def run_chunks(choice: RobotChoice, seconds: float, rate_hz: float = 100.0, chun
                                    "skipped_actions": cs["skipped_actions"]})
 
 
-def _steal_s() -> float:
-    import psutil
-
-    return float(getattr(psutil.cpu_times(), "steal", 0.0))
-
 
 def bench_control(
     seconds: float = 30.0,
@@ -554,13 +550,13 @@ def bench_control(
         if progress is not None:
             progress(placement)
         loops: list[RateLoop] = []
-        steal0 = _steal_s()
+        steal0 = hypervisor_steal_s()
         with background_load(loops):
             row = runners[placement](choice, seconds, rate_hz)
         row["background"] = {lp.name: round(lp.stats().achieved_hz, 2) for lp in loops}
         # CPU time the hypervisor took from this VM meanwhile (all CPUs): stalls that no
         # placement can avoid, so that the lateness figures can be read in context.
-        row["steal_s"] = round(_steal_s() - steal0, 3)
+        row["steal_s"] = round(hypervisor_steal_s() - steal0, 3)
         rows.append(row)
         samples[placement] = np.asarray(row.pop("_samples", []))
     return rows, samples

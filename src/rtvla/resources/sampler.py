@@ -22,11 +22,18 @@ from typing import Protocol, runtime_checkable
 
 import psutil
 
-__all__ = ["Capacity", "CoreTimes", "ProcessTimes", "PsutilSampler", "RawReading", "Sampler"]
+__all__ = ["Capacity", "CoreTimes", "ProcessTimes", "PsutilSampler", "RawReading", "Sampler",
+           "hypervisor_steal_s"]
 
 logger = logging.getLogger(__name__)
 
 _MB = 1024.0 * 1024.0
+
+
+def hypervisor_steal_s() -> float:
+    """CPU seconds the hypervisor has taken from this VM since boot, all CPUs (0 on bare
+    metal). Differences over a run explain stalls that no scheduling inside can avoid."""
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 @dataclass(frozen=True)

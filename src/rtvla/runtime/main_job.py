@@ -28,6 +28,7 @@ from rtvla.config import Config
 from rtvla.errors import PlanningError, RtvlaError
 from rtvla.language import PlanContext
 from rtvla.metrics import MetricsLog, Recorder, build_report
+from rtvla.resources.sampler import hypervisor_steal_s
 from rtvla.runtime.run_dir import RunDir
 from rtvla.runtime.settings import RuntimeSettings
 from rtvla.runtime.stack import Stack
@@ -157,7 +158,7 @@ def run_task(
     reason = ""
     code = EXIT_ERROR
     stack: Stack | None = None
-    steal0 = _steal_s()
+    steal0 = hypervisor_steal_s()
     from rtvla.runtime.dashboard import DashboardState
 
     state = DashboardState(instruction=task, deadline_s=cfg.budget("task").deadline_s or 0.0)
@@ -230,7 +231,7 @@ def run_task(
             report = _final_report(recorder, stack, settings, info, code, reason, t_start)
             # CPU time the hypervisor took from this VM during the run: stalls no scheduling
             # inside the guest can avoid (they show as missed cycles if long enough).
-            steal = report["hypervisor_steal_s"] = _steal_s() - steal0
+            steal = report["hypervisor_steal_s"] = hypervisor_steal_s() - steal0
             # Budgets decide the exit code only when the task itself succeeded.
             if code == EXIT_OK and report["critical_budgets_met"] is False:
                 code = EXIT_BUDGET
@@ -339,11 +340,6 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
         report["adaptation"] = []
     return report
 
-
-def _steal_s() -> float:
-    import psutil
-
-    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 def _merge_control_process(report: dict[str, Any], final: dict[str, Any]) -> None:
