@@ -7,6 +7,7 @@ so callers can catch either. Messages name the field and the offending value.
 
     RtvlaError
     ├── ConfigError (ValueError)              bad or unknown configuration
+    │   └── PartError (ConfigError)           unknown part, bad part options, factory import failed
     ├── TimingError (RuntimeError)            loop or clock misuse
     ├── RealtimeSetupError (OSError)          affinity / scheduler / mlock failures
     ├── ChannelError (RuntimeError)           channel misuse, size or shape mismatch
@@ -25,7 +26,14 @@ so callers can catch either. Messages name the field and the offending value.
     │   └── LLMServerError (ConnectionError)  transport or HTTP failure
     ├── RobotError (RuntimeError)
     │   ├── CommandRejected (ValueError)      non-finite or out-of-limit command
-    │   └── RenderError (RuntimeError)        no GL backend / offscreen rendering failed
+    │   ├── RenderError (RuntimeError)        no GL backend / offscreen rendering failed
+    │   └── ControlLost (RobotError)          the control process died or stopped ticking
+    ├── PolicyError (RuntimeError)
+    │   ├── PolicyServerError (ConnectionError) the policy server failed, errored or went away
+    │   └── PolicyOutputError (ValueError)    actions of the wrong shape, dtype or non-finite
+    ├── CodecError (ValueError)               a wire payload that cannot be (de)serialized safely
+    ├── RecordError (OSError)                 the run record / dataset could not be written or read
+    ├── Ros2Error (RuntimeError)              ROS 2 wire-format misuse (unknown type, bad key)
     ├── ActionError (RuntimeError)
     │   ├── TrajectoryError (ValueError)      target outside limits, ruckig failure
     │   ├── NavigationError (RuntimeError)    no path, stuck, goal unreachable
@@ -40,24 +48,32 @@ __all__ = [
     "ActionError",
     "ChannelClosed",
     "ChannelError",
+    "CodecError",
     "CommandRejected",
     "ComponentError",
     "ConfigError",
+    "ControlLost",
     "FrameError",
     "IKError",
     "LLMServerError",
     "ModelError",
     "NavigationError",
+    "PartError",
     "PerceptionError",
     "PlanParseError",
     "PlanValidationError",
     "PlannerRefusal",
     "PlannerTimeout",
     "PlanningError",
+    "PolicyError",
+    "PolicyOutputError",
+    "PolicyServerError",
     "RealtimeSetupError",
+    "RecordError",
     "RenderError",
     "ResourceError",
     "RobotError",
+    "Ros2Error",
     "RtvlaError",
     "RuntimeStackError",
     "SkillError",
@@ -173,3 +189,36 @@ class SkillError(ActionError):
 
 class RuntimeStackError(RtvlaError, RuntimeError):
     """The runtime could not build, start or run the configured stack."""
+
+
+class PartError(ConfigError):
+    """A part (robot, camera, detector, planner, policy) is unknown, cannot be imported, or
+    its options table is invalid; the message names the part and the field."""
+
+
+class ControlLost(RobotError):
+    """The control process died, hung (stopped ticking) or could not be reached."""
+
+
+class PolicyError(RtvlaError, RuntimeError):
+    """Base of action-policy failures."""
+
+
+class PolicyServerError(PolicyError, ConnectionError):
+    """A policy server could not be reached, answered with an error, or went away."""
+
+
+class PolicyOutputError(PolicyError, ValueError):
+    """A policy returned actions of the wrong shape or dtype, or non-finite actions."""
+
+
+class CodecError(RtvlaError, ValueError):
+    """A wire payload could not be encoded or decoded safely (unsupported dtype, bad header)."""
+
+
+class RecordError(RtvlaError, OSError):
+    """A run record, video or dataset could not be written or read back."""
+
+
+class Ros2Error(RtvlaError, RuntimeError):
+    """ROS 2 wire-format misuse: an unknown message type, a malformed key or attachment."""
