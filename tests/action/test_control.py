@@ -97,10 +97,10 @@ def test_new_target_mid_motion_has_no_velocity_jump():
     np.testing.assert_allclose(q[-1], [-1.0, 0.0, 1.0], atol=1e-6)
 
 
-def test_watchdog_stops_when_setpoints_stop_and_resumes_on_fresh_one():
+def test_watchdog_stop_latches_until_reset_stop():
     rig = Rig()
     rig.at(0.0, base_vel=np.array([0.2, 0.0, 0.1]))
-    rig.at(1.0, base_vel=np.array([0.1, 0.0, 0.0]))  # fresh again after the trip
+    rig.at(1.0, base_vel=np.array([0.1, 0.0, 0.0]))  # fresh and valid, after the trip
     rig.run(0.8)
     stats = rig.loop.stats_obj()
     assert stats.watchdog_trips == 1 and rig.loop.tripped
@@ -115,12 +115,58 @@ def test_watchdog_stops_when_setpoints_stop_and_resumes_on_fresh_one():
     state = rig.robot.read_state()
     np.testing.assert_array_equal(state.base_vel, 0.0)
     assert rig.robot.stops >= 1
-    # A fresh valid setpoint resumes control.
+    # A fresh valid setpoint does NOT release the stop: nothing is commanded.
+    n_cmds = len(rig.robot.history)
     rig.loop.stop_event.clear()
     rig.run(0.5)
-    assert not rig.loop.tripped
-    assert rig.events("watchdog_cleared")
+    assert rig.loop.tripped
+    assert len(rig.robot.history) == n_cmds
+    assert rig.loop.stats_obj().setpoints_refused_while_stopped == 1
+    # An explicit reset does; the robot then holds where it is until the next setpoint.
+    rig.loop.reset_stop()
+    rig.loop.stop_event.clear()
+    rig.run(0.2)
+    assert not rig.loop.tripped and rig.events("stop_reset")
+    np.testing.assert_allclose(rig.robot.history[-1][3], 0.0)  # the refused one stays refused
+    rig.at(1.6, base_vel=np.array([0.1, 0.0, 0.0]))
+    rig.loop.stop_event.clear()
+    rig.run(0.2)
     np.testing.assert_allclose(rig.robot.history[-1][3], [0.1, 0.0, 0.0])  # commanded again
+    assert rig.loop.stats_obj().resets == 1
+
+
+@pytest.mark.parametrize("cause", ["nan", "limits", "stale", "request"])
+def test_every_trip_cause_latches(cause):
+    rig = Rig()
+    rig.at(0.0, arm_q=np.full(6, 0.2))
+    if cause == "nan":
+        rig.at(0.2, arm_q=np.array([0.1, np.nan, 0, 0, 0, 0]))
+    elif cause == "limits":
+        rig.at(0.2, arm_q=np.array([0, 0, 0, 0, 0, 9.0]))
+    elif cause == "stale":
+        rig.at(0.2, arm_q=np.full(6, 0.5), stamp_ns=rig.t0 - 1_000_000_000)
+    rig.at(0.4, arm_q=np.full(6, -0.3))  # fresh and valid: must not release
+    if cause == "request":
+        rig.run(0.2)
+        rig.loop.request_stop("operator pressed stop")
+        rig.loop.stop_event.clear()
+    rig.run(1.0)
+    stats = rig.loop.stats_obj()
+    assert rig.loop.tripped and stats.watchdog_trips == 1
+    if cause == "request":
+        assert stats.last_trip_reason == "operator pressed stop" and stats.stop_requests == 1
+    assert np.all(np.abs(rig.robot.read_state().q + 0.3) > 0.1)  # never went to the new goal
+
+
+def test_stop_then_reset_in_one_tick_latches_when_the_stop_came_last():
+    rig = Rig()
+    rig.at(0.0, arm_q=np.full(6, 0.2))
+    rig.run(0.1)
+    rig.loop.reset_stop()
+    rig.loop.request_stop("last word")
+    rig.loop.stop_event.clear()
+    rig.run(0.1)
+    assert rig.loop.tripped
 
 
 def test_arm_only_setpoints_do_not_keep_a_stale_base_velocity_alive():

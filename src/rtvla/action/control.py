@@ -10,7 +10,12 @@ The watchdog makes sure the robot never executes a stale or invalid command: a b
 setpoint older than ``setpoint_timeout_s`` while the base moves, a setpoint that arrives
 already stale, or one that is non-finite or outside the robot's limits, makes the loop call
 ``robot.stop()`` (hold the arm, zero base velocity), record a ``"watchdog"`` event with the
-reason, and stay stopped until a fresh valid setpoint arrives.
+reason, and stay stopped. The stop **latches**: a fresh, valid setpoint does not release it;
+only an explicit :meth:`ControlLoop.reset_stop` does (a person or a configured recovery step
+decides that the robot may move again). :meth:`ControlLoop.request_stop` latches the same way
+from any thread; a process-placed loop gets both through its ``commands`` channel (an array
+``[stops, resets, last]`` of monotone counters, so a stop is never lost behind a reset that
+follows it: the latest-value channel keeps only the newest value).
 
 Usage::
 
@@ -46,7 +51,12 @@ from rtvla.timing import MONOTONIC, Clock, RateLoop, Tick
 
 STEP_RING = 32
 
-__all__ = ["ControlLoop", "ControlSettings", "ControlStats", "check_setpoint"]
+__all__ = ["COMMAND_RESET", "COMMAND_STOP", "ControlLoop", "ControlSettings", "ControlStats",
+           "check_setpoint"]
+
+# The ``commands`` channel's last-command codes (see the module docstring).
+COMMAND_STOP = 1.0
+COMMAND_RESET = 2.0
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +78,11 @@ class ControlSettings(BaseModel):
     switch_interval_s: float | None = Field(
         default=0.0005, gt=0, description="interpreter switch interval in the control process")
     lateness_window: int = Field(default=16384, ge=16, description="lateness samples kept")
+    hang_periods: int = Field(
+        default=3, ge=1, description="a process-placed loop that publishes no tick for more than "
+        "this many periods (observed on time by the parent) is treated as lost")
+    stop_timeout_s: float = Field(default=5.0, gt=0, description="bound on stopping the control "
+                                  "process, whatever state it is in")
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> ControlSettings:
@@ -99,6 +114,9 @@ class ControlStats:
     watchdog_trips: int = 0
     last_trip_reason: str = ""
     stopped: bool = False
+    stop_requests: int = 0
+    resets: int = 0
+    setpoints_refused_while_stopped: int = 0
     setpoints_accepted: int = 0
     commands_sent: int = 0
     commands_rejected: int = 0
@@ -148,6 +166,8 @@ class ControlLoop(Component):
         clock: time source (a FakeClock in logic tests).
         state_out: optional channel the loop publishes each tick's :class:`RobotState` to.
         chunks: optional :class:`ActionChunkQueue`; each tick its action becomes the arm goal.
+        commands: optional latest-value channel of ``[stops, resets, last]`` counters (the
+            parent of a control process latches and resets the stop through it).
     """
 
     def __init__(
@@ -162,6 +182,7 @@ class ControlLoop(Component):
         clock: Clock = MONOTONIC,
         state_out: Channel | None = None,
         chunks: ActionChunkQueue | None = None,
+        commands: Channel | None = None,
         name: str = "control",
     ) -> None:
         self.settings = settings if settings is not None else ControlSettings()
@@ -175,6 +196,15 @@ class ControlLoop(Component):
         self.setpoints = setpoints
         self.state_out = state_out
         self.chunks = chunks
+        self.commands = commands
+        self._cmd_seq = 0
+        self._cmd_seen = (0, 0)  # stops, resets already applied from ``commands``
+        # request_stop()/reset_stop() from other threads: counters the loop applies next tick.
+        self._stop_asks = 0
+        self._reset_asks = 0
+        self._stop_reason = "stop requested"
+        self._last_ask = 0.0
+        self._asks_seen = (0, 0)
         if chunks is not None and chunks.dof != self.dof:
             raise ConfigError(f"chunk queue dof {chunks.dof} does not match the robot's {self.dof}")
         self.clock = clock
@@ -256,6 +286,7 @@ class ControlLoop(Component):
             self._finish_tick(tick)
             return True
         self._state = state
+        self._apply_requests(now, state)
 
         sample = self.setpoints.latest()
         if sample is not None and sample.seq != self._last_seq:
@@ -353,13 +384,10 @@ class ControlLoop(Component):
                        f"(> {self.settings.setpoint_timeout_s} s)", now)
             return
         if self._tripped:
-            # Resume from where the robot actually is, not from where the trajectory was.
-            self.trajectory.reset(state.q)
-            self._tripped = False
+            # The stop latches: a fresh setpoint does not release it, only reset_stop() does.
             with self._stats_lock:
-                self._stats.stopped = False
-            self.recorder.event(self.name, "watchdog_cleared", "fresh valid setpoint; resuming",
-                                seq=sp.seq)
+                self._stats.setpoints_refused_while_stopped += 1
+            return
         self._stats.setpoints_accepted += 1
         if sp.arm_q is not None:
             why = self.trajectory.try_set_goal(sp.arm_q)
@@ -372,8 +400,72 @@ class ControlLoop(Component):
         if sp.gripper is not None:
             self._gripper = float(sp.gripper)
 
+    # -- latched stop ----------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Latch a safe stop from any thread; the loop applies it at its next tick."""
+        self._stop_reason = reason
+        self._last_ask = COMMAND_STOP
+        self._stop_asks += 1
+
+    def reset_stop(self) -> None:
+        """Release a latched stop (from any thread) at the next tick: the arm then holds where
+        it is and the loop follows setpoints published after the reset."""
+        self._last_ask = COMMAND_RESET
+        self._reset_asks += 1
+
+    def _apply_requests(self, now: int, state: RobotState) -> None:
+        """Stops and resets asked since the last tick, from this process and from the
+        ``commands`` channel: any stop trips (and is counted); a reset releases only when it
+        was the last thing asked."""
+        asks = (self._stop_asks, self._reset_asks)
+        if asks != self._asks_seen:
+            self._apply_counts(asks, self._asks_seen, self._last_ask, self._stop_reason, now, state)
+            self._asks_seen = asks
+        ch = self.commands
+        if ch is None:
+            return
+        sample = ch.latest()
+        if sample is None or sample.seq == self._cmd_seq:
+            return
+        self._cmd_seq = sample.seq
+        try:
+            n_stop, n_reset, last = (float(x) for x in np.asarray(sample.value, dtype=float)[:3])
+        except (TypeError, ValueError) as exc:
+            self._trip(f"undecodable control command: {exc}", now)
+            return
+        counts = (int(n_stop), int(n_reset))
+        self._apply_counts(counts, self._cmd_seen, last, "stop requested by the parent process",
+                           now, state)
+        self._cmd_seen = counts
+
+    def _apply_counts(self, counts: tuple[int, int], seen: tuple[int, int], last: float,
+                      reason: str, now: int, state: RobotState) -> None:
+        if counts[0] > seen[0]:
+            with self._stats_lock:
+                self._stats.stop_requests += counts[0] - seen[0]
+            self._trip(reason, now)
+        if counts[1] > seen[1] and last == COMMAND_RESET:
+            self._release(now, state, "reset_stop()")
+
+    def _release(self, now: int, state: RobotState, why: str) -> None:
+        if not self._tripped:
+            return
+        # Resume from where the robot actually is, holding it; only setpoints published after
+        # the reset move it (those seen while stopped stay refused).
+        self.trajectory.reset(state.q)
+        self._base_vel[:] = 0.0
+        self._tripped = False
+        with self._stats_lock:
+            self._stats.stopped = False
+            self._stats.resets += 1
+        sample = self.setpoints.latest()
+        if sample is not None:
+            self._last_seq = sample.seq
+        self.recorder.event(self.name, "stop_reset", f"latched stop released: {why}", stamp_ns=now)
+
     def _trip(self, reason: str, now: int) -> None:
-        """Safe stop: hold the arm, zero base velocity, record why, wait for a fresh setpoint."""
+        """Safe stop: hold the arm, zero base velocity, record why; latched until reset."""
         first = not self._tripped
         self._tripped = True
         self._base_vel[:] = 0.0

@@ -8,10 +8,25 @@ SCHED_FIFO when permitted, frozen GC; the loop collects garbage only in slack ti
 setpoints from a shared-memory latest-value channel and publishes the robot's state and its
 running stats back through shared memory.
 
-Shutdown is clean: :meth:`ControlProcess.stop` sets a stop Event, the child stops its robot,
-sends its final stats (lateness summary, missed cycles, watchdog trips, lateness samples)
-over a pipe and exits. The child is a daemon and also watches its parent: if the parent
-dies, the child stops the robot and exits instead of driving it unsupervised.
+Shutdown is bounded whatever the child does. :meth:`ControlProcess.stop` writes to a *stop
+pipe*; the child stops its robot, sends its final stats (lateness summary, missed cycles,
+watchdog trips, lateness samples) over a second pipe and exits. The parent waits for that
+within ``timeout`` and then terminates and kills the child; it never waits on a primitive a
+dead process could hold (a ``multiprocessing`` Event or Condition whose sleeper died never
+wakes its notifier: that hung the run on Ctrl-C). The stop pipe is also how the child learns
+that its parent died: the write end closes with the parent, the child's read end reports EOF
+at once, and the child stops the robot and exits (within a control tick or two, not at the
+next poll of its parent's PID).
+
+The child ignores SIGINT: a terminal's Ctrl-C signals the whole foreground process group,
+and the parent decides when control stops (it stops the robot first, then the child). SIGTERM
+sent to the child alone stops it cleanly with its stats.
+
+Safe stops latch. :meth:`ControlProcess.request_stop` and :meth:`ControlProcess.reset_stop`
+reach the loop through a shared-memory counter array (see
+:class:`~rtvla.action.control.ControlLoop`). :meth:`ControlProcess.check_alive` tells a
+dead child (with its exit code or signal) and a hung one (no tick published for more than
+``hang_periods`` periods) apart from a live one.
 
 Usage::
 
@@ -30,6 +45,7 @@ import gc
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -39,15 +55,21 @@ from typing import Any
 
 import numpy as np
 
-from rtvla.action.control import STEP_RING, ControlLoop, ControlSettings
+from rtvla.action.control import (
+    COMMAND_RESET,
+    COMMAND_STOP,
+    STEP_RING,
+    ControlLoop,
+    ControlSettings,
+)
 from rtvla.action.setpoints import Setpoint
 from rtvla.channels.shm import SharedArrayChannel, ShmSpec
-from rtvla.errors import ComponentError
+from rtvla.errors import ComponentError, ControlLost
 from rtvla.metrics import Recorder
 from rtvla.robots.base import Robot, RobotState
 from rtvla.timing import MONOTONIC, RealtimeSettings, apply_realtime
 
-__all__ = ["ControlProcess", "ProcessState", "state_array_size", "state_from_array"]
+__all__ = ["ControlProcess", "ProcessState", "describe_exit", "state_array_size", "state_from_array"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +81,7 @@ _STATS_FIELDS = (
 _STATS_EVERY = 10
 _STATS_SIZE = len(_STATS_FIELDS) + 1 + STEP_RING
 _PARENT_CHECK_S = 0.2
+_COMMANDS_SIZE = 3  # [stops, resets, last command]
 # The robot's threads in the control process run this far below the control thread.
 _HELPER_PRIORITY_GAP = 10
 
@@ -188,12 +211,40 @@ def _robot_stats(robot: Any) -> dict[str, Any] | None:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def _watch(stop: Any, loop: ControlLoop, ppid: int) -> None:
-    """Stop the loop when the parent asks (Event) or dies (re-parented child)."""
-    while not stop.wait(_PARENT_CHECK_S):
-        if os.getppid() != ppid:
-            logger.error("control process: parent %d died; stopping the robot", ppid)
+def describe_exit(exitcode: int | None) -> str:
+    """``killed by signal 9 (SIGKILL)`` / ``exited with code 1`` / ``still running``."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-exitcode} ({name})"
+    return f"exited with code {exitcode}"
+
+
+def _watch(stop_conn: Any, loop: ControlLoop, ppid: int, why: list[str]) -> None:
+    """Stop the loop when the parent asks (a message on the stop pipe) or dies (EOF on it,
+    or re-parented). A dead parent also latches a stop so the robot halts at the next tick."""
+    while True:
+        try:
+            ready = stop_conn.poll(_PARENT_CHECK_S)
+        except (OSError, ValueError):
+            ready = True
+        if ready:
+            try:
+                stop_conn.recv()
+                why.append("parent asked")
+            except (EOFError, OSError, ValueError):
+                why.append(f"parent {ppid} died")
             break
+        if os.getppid() != ppid:
+            why.append(f"parent {ppid} died")
+            break
+    if why[-1].endswith("died"):
+        logger.error("control process: %s; stopping the robot", why[-1])
+        loop.request_stop(f"{why[-1]}: stopping the robot")
     loop.stop()
 
 
@@ -202,15 +253,29 @@ def _child_main(
     settings: ControlSettings,
     rate_hz: float,
     realtime: RealtimeSettings,
-    specs: tuple[ShmSpec, ShmSpec, ShmSpec, ShmSpec | None],
-    stop: Any,
+    specs: tuple[ShmSpec, ShmSpec, ShmSpec, ShmSpec | None, ShmSpec],
+    stop_conn: Any,
     conn: Any,
     ppid: int,
     duration_s: float | None,
     telemetry: Callable[[Any, np.ndarray], Any] | None = None,
 ) -> None:
-    sp_ch = state_ch = stats_ch = tel_ch = None
+    # The parent decides when control stops: a terminal's Ctrl-C reaches the whole process
+    # group, and dying here with it would leave the parent's report without control's figures.
+    # (The parent also starts this process with SIGINT ignored, which covers interpreter start.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sp_ch = state_ch = stats_ch = tel_ch = cmd_ch = None
     robot = None
+    loop: ControlLoop | None = None
+
+    def on_term(signum: int, frame: Any) -> None:
+        if loop is not None:
+            loop.request_stop("SIGTERM: stopping the robot")
+            loop.stop()
+        else:
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         # CPU affinity first, so that threads the robot starts (a simulator's physics thread)
         # share the control CPU and hand the GIL over locally; SCHED_FIFO only for this
@@ -227,6 +292,7 @@ def _child_main(
         stats_ch = SharedArrayChannel.attach(specs[2])
         if specs[3] is not None:
             tel_ch = SharedArrayChannel.attach(specs[3])
+        cmd_ch = SharedArrayChannel.attach(specs[4])
         robot = robot_factory()
         robot.connect()
         recorder = Recorder()
@@ -235,21 +301,20 @@ def _child_main(
             telemetry=(telemetry, robot, tel_ch) if telemetry is not None and tel_ch is not None else None,
         )
         loop = ControlLoop(robot, sp_ch, recorder=recorder, settings=settings, rate_hz=rate_hz,
-                           state_out=publisher)
+                           state_out=publisher, commands=cmd_ch)
         publisher.loop = loop
         report.update(apply_realtime(dataclasses.replace(realtime, cpus=None)))
         if realtime.fifo_priority is not None and report.get("scheduler", "").startswith("SCHED_FIFO"):
             report["helper_threads"] = _fifo_helpers(realtime.fifo_priority - _HELPER_PRIORITY_GAP)
         loop.realtime = report
-        watcher = threading.Thread(target=_watch, args=(stop, loop, ppid), name="control-watch",
-                                   daemon=True)
+        why: list[str] = []
+        watcher = threading.Thread(target=_watch, args=(stop_conn, loop, ppid, why),
+                                   name="control-watch", daemon=True)
         watcher.start()
         conn.send(("ready", {"pid": os.getpid(), "realtime": loop.realtime}))
         stats = loop.run(duration_s=duration_s)
-        stop.set()
         if realtime.freeze_gc:
             gc.unfreeze()  # let the interpreter free the frozen objects at exit
-        watcher.join(1.0)
         snapshot = recorder.snapshot() if hasattr(recorder, "snapshot") else {}
         conn.send(("stats", {
             **stats.as_dict(),
@@ -257,6 +322,7 @@ def _child_main(
             "events": [e.as_dict() for e in recorder.events],
             "recorder": snapshot.get("control", {}),
             "robot": _robot_stats(robot),
+            "stop_cause": why[-1] if why else "duration elapsed",
         }))
     except BaseException as exc:  # report anything to the parent, then exit non-zero
         try:
@@ -273,10 +339,26 @@ def _child_main(
                 robot.close()
             except Exception as exc:
                 logger.warning("control process: robot.close() failed: %s", exc)
-        for ch in (sp_ch, state_ch, stats_ch, tel_ch):
+        for ch in (sp_ch, state_ch, stats_ch, tel_ch, cmd_ch):
             if ch is not None:
                 ch.close()
         conn.close()
+        stop_conn.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Any:
+    """Start children with SIGINT ignored: an ignored disposition survives exec, and Python
+    keeps it, so a Ctrl-C during the child's interpreter start cannot kill it either. Only the
+    main thread may change signal handlers; elsewhere the child sets it itself, first thing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 class ControlProcess:
@@ -332,7 +414,13 @@ class ControlProcess:
         self._ctx = mp.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None
-        self._stop = self._ctx.Event()
+        self._stop_w: Any = None  # the stop pipe's write end (the child holds the read end)
+        self._commands = np.zeros(_COMMANDS_SIZE)
+        self._cmd_ch: SharedArrayChannel | None = None
+        self.lost_reason: str | None = None
+        self._live_seq = -1
+        self._stalled_polls = 0
+        self._last_poll_ns = 0
         self.setpoints: SharedArrayChannel | None = None
         self._state_ch: SharedArrayChannel | None = None
         self._stats_ch: SharedArrayChannel | None = None
@@ -354,22 +442,28 @@ class ControlProcess:
         if self.telemetry is not None:
             self._tel_ch = SharedArrayChannel.create(f"{self.name}-telemetry", (self.telemetry_size,),
                                                      np.float64)
+        self._cmd_ch = SharedArrayChannel.create(f"{self.name}-commands", (_COMMANDS_SIZE,),
+                                                 np.float64)
         parent_conn, child_conn = self._ctx.Pipe(duplex=False)
+        stop_r, stop_w = self._ctx.Pipe(duplex=False)
         self._conn = parent_conn
+        self._stop_w = stop_w
         specs = (self.setpoints.spec, self._state_ch.spec, self._stats_ch.spec,
-                 self._tel_ch.spec if self._tel_ch is not None else None)
+                 self._tel_ch.spec if self._tel_ch is not None else None, self._cmd_ch.spec)
         self._proc = self._ctx.Process(
             target=_child_main,
             args=(self.robot_factory, self.settings, self.rate_hz, self.realtime, specs,
-                  self._stop, child_conn, os.getpid(), self.duration_s, self.telemetry),
+                  stop_r, child_conn, os.getpid(), self.duration_s, self.telemetry),
             name=f"rtvla-{self.name}", daemon=True,
         )
         try:
-            self._proc.start()
+            with _sigint_ignored():
+                self._proc.start()
         except Exception:
             self._release_channels()
             raise
         child_conn.close()
+        stop_r.close()  # only the child may hold the read end: EOF there means we are gone
         if not parent_conn.poll(self.start_timeout_s):
             self._kill()
             raise ComponentError(
@@ -388,23 +482,99 @@ class ControlProcess:
                     payload.get("realtime"))
         return self
 
-    def stop(self, timeout: float = 10.0) -> dict[str, Any]:
-        """Stop the loop (robot stopped), collect its final stats, reap the child, free shm."""
+    def stop(self, timeout: float | None = None) -> dict[str, Any]:
+        """Stop the loop (robot stopped), collect its final stats, reap the child, free shm.
+
+        Takes at most about ``timeout`` seconds (default ``[control].stop_timeout_s``) plus the
+        time to kill a child that ignored everything: the child gets most of it to stop the
+        robot and report, then SIGTERM, then SIGKILL. Raises :class:`ControlLost` (with how the
+        child ended) when no final stats came back.
+        """
         if self._proc is None:
             raise ComponentError(f"{self.name}: control process was not started")
-        self._stop.set()
+        timeout = self.settings.stop_timeout_s if timeout is None else float(timeout)
+        deadline = MONOTONIC.now_ns() + int(timeout * 1e9)
+        self._ask_stop()
+        error: ComponentError | None = None
         try:
-            self._collect(timeout)
-            self._proc.join(timeout)
+            try:
+                self._collect(0.8 * timeout)
+            except ComponentError as exc:
+                error = exc
+            self._proc.join(max(0.0, (deadline - MONOTONIC.now_ns()) / 1e9))
             if self._proc.is_alive():
-                logger.error("%s: control process did not exit in %.1f s; terminating", self.name, timeout)
-                self._kill()
+                logger.error("%s: control process did not exit in %.1f s; killing it", self.name, timeout)
+                self._kill(grace_s=min(1.0, max(0.1, 0.1 * timeout)))
         finally:
             self._release_channels()
+        if error is not None:
+            raise error
         if self.final_stats is None:
-            raise ComponentError(f"{self.name}: control process ended without stats "
-                                 f"(exit code {self._proc.exitcode})")
+            raise ControlLost(f"{self.name}: control process lost "
+                              f"({describe_exit(self._proc.exitcode)}); no final stats")
         return self.final_stats
+
+    def _ask_stop(self) -> None:
+        w = self._stop_w
+        if w is None:
+            return
+        # A few bytes never block on a pipe's buffer; a gone child has nothing to be told.
+        with contextlib.suppress(OSError, ValueError):
+            w.send("stop")
+
+    def request_stop(self) -> None:
+        """Latch a safe stop in the control loop (held until :meth:`reset_stop`)."""
+        self._command(COMMAND_STOP, 0)
+
+    def reset_stop(self) -> None:
+        """Release a latched stop; the robot holds where it is until the next setpoint."""
+        self._command(COMMAND_RESET, 1)
+
+    def _command(self, code: float, index: int) -> None:
+        ch = self._cmd_ch
+        if ch is None:
+            raise ComponentError(f"{self.name}: control process was not started")
+        self._commands[index] += 1
+        self._commands[2] = code
+        ch.publish(self._commands)
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self._proc is None else self._proc.exitcode
+
+    def check_alive(self, now_ns: int | None = None) -> str | None:
+        """None while the loop ticks; else why control is lost (dead child, or no tick for
+        more than ``hang_periods`` periods). Call it about once per control period: a poll
+        that itself comes late (this process was stalled too, for example by the
+        hypervisor) does not count as evidence of a hang."""
+        if self.lost_reason is not None:
+            return self.lost_reason
+        proc = self._proc
+        if proc is None:
+            return None
+        if not proc.is_alive():
+            self.lost_reason = f"control process lost ({describe_exit(proc.exitcode)})"
+            return self.lost_reason
+        ch = self._state_ch
+        if ch is None:
+            return None
+        now = MONOTONIC.now_ns() if now_ns is None else now_ns
+        period_ns = int(1e9 / self.rate_hz)
+        seq = ch.seq
+        on_time = self._last_poll_ns and now - self._last_poll_ns < 2 * period_ns
+        self._last_poll_ns = now
+        if seq != self._live_seq:
+            self._live_seq = seq
+            self._stalled_polls = 0
+            return None
+        if on_time:
+            self._stalled_polls += 1
+        if self._stalled_polls > self.settings.hang_periods:
+            self.lost_reason = (f"control loop hung: no tick for more than "
+                                f"{self.settings.hang_periods} periods "
+                                f"({self._stalled_polls} on-time checks without progress)")
+            return self.lost_reason
+        return None
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
         """Wait for a loop started with ``duration_s`` to finish; returns its stats."""
@@ -420,7 +590,7 @@ class ControlProcess:
         if self._proc is not None and (self._proc.is_alive() or self.final_stats is None):
             try:
                 self.stop()
-            except ComponentError as err:
+            except (ComponentError, ControlLost) as err:
                 logger.error("%s: %s", self.name, err)
         else:
             self._release_channels()
@@ -506,20 +676,20 @@ class ControlProcess:
             if kind == "error":
                 raise ComponentError(f"{self.name}: control process failed: {payload}")
 
-    def _kill(self) -> None:
+    def _kill(self, grace_s: float = 1.0) -> None:
         proc = self._proc
         if proc is None:
             return
         if proc.is_alive():
             proc.terminate()
-            proc.join(3.0)
+            proc.join(grace_s)
         if proc.is_alive():
             proc.kill()
-            proc.join(3.0)
+            proc.join(grace_s)
         self._release_channels()
 
     def _release_channels(self) -> None:
-        for attr in ("setpoints", "_state_ch", "_stats_ch", "_tel_ch"):
+        for attr in ("setpoints", "_state_ch", "_stats_ch", "_tel_ch", "_cmd_ch"):
             ch = getattr(self, attr)
             if ch is not None:
                 ch.close()
@@ -528,3 +698,6 @@ class ControlProcess:
         if self._conn is not None and self.final_stats is not None:
             self._conn.close()
             self._conn = None
+        if self._stop_w is not None and (self._proc is None or not self._proc.is_alive()):
+            self._stop_w.close()
+            self._stop_w = None

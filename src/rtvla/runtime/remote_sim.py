@@ -129,14 +129,18 @@ class RemoteSimRobot:
         raise RobotError("commands go to the control process through setpoints, not send_command()")
 
     def stop(self) -> None:
-        """Hold the arm where it is and zero the base velocity."""
-        try:
-            q = self.read_state().q
-        except RobotError:
-            q = None
+        """A latched safe stop in the control process: the arm holds where it is, the base
+        stops, and no setpoint moves the robot again until :meth:`reset_stop`."""
         proc = self.process
-        if proc is not None and proc.is_alive() and proc.setpoints is not None:
-            proc.publish(Setpoint(stamp_ns=self.clock.now_ns(), arm_q=q, base_vel=np.zeros(3)))
+        if proc is not None and proc.is_alive():
+            proc.request_stop()
+
+    def reset_stop(self) -> None:
+        """Release a latched stop (the robot holds until the next setpoint)."""
+        proc = self.process
+        if proc is None or not proc.is_alive():
+            raise RobotError("the control process is not running; nothing to reset")
+        proc.reset_stop()
 
     # -- what the rest of the stack reads from a SimRobot ---------------------------------
 

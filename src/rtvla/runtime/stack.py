@@ -289,6 +289,9 @@ class Stack:
             self.stop_event.set()
 
     def _stop_robot(self) -> None:
+        """A latched safe stop: the control loop holds the robot until an explicit reset."""
+        if not self.control_in_process:
+            self.control.request_stop("the runtime stopped the robot")
         try:
             self.robot.stop()
         except Exception as exc:
@@ -322,10 +325,20 @@ class Stack:
         proc = self.control
         rec = self.recorder
         last_ticks = last_missed = last_steps = 0
-        while not stop.wait(0.05):
-            if not proc.is_alive():
-                self._critical_failure("control", f"control process exited (code {proc._proc.exitcode})")
+        period = 1.0 / proc.rate_hz
+        relay_every = max(1, int(round(0.05 / period)))  # relay figures at ~20 Hz
+        n = 0
+        # Liveness once per control period: a loop that stops ticking (hung in a driver
+        # call, not dead) is lost as surely as a dead process.
+        while not stop.wait(period):
+            lost = proc.check_alive()
+            if lost is not None:
+                self.recorder.event("control", "lost", lost, exit=proc.exitcode)
+                self._critical_failure("control", lost)
                 return
+            n += 1
+            if n % relay_every:
+                continue
             live = proc.live_stats()
             if not live:
                 continue
@@ -430,11 +443,17 @@ class Stack:
             self.camera.close()
         self.planner.close()
         if "control_process" in self._started:
+            proc = self.control
+            # A child already known lost (dead or hung) gets no long goodbye.
+            timeout = 1.0 if proc.lost_reason is not None else None
             try:
-                self.control_final = self.control.stop()
+                self.control_final = proc.stop(timeout)
             except Exception as exc:
                 logger.error("control process stop: %s", exc)
-                stuck.append("control")
+                self.recorder.event("control", "fault", f"control process stop: {exc}",
+                                    exit=proc.exitcode)
+                if proc.lost_reason is None:
+                    stuck.append("control")
         elif not self.control_in_process:
             self.robot.close()
         if self._old_switch is not None:
