@@ -276,6 +276,7 @@ def _child_main(
             raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    code = 0
     try:
         # CPU affinity first, so that threads the robot starts (a simulator's physics thread)
         # share the control CPU and hand the GIL over locally; SCHED_FIFO only for this
@@ -332,7 +333,7 @@ def _child_main(
             pass
         with contextlib.suppress(OSError, ValueError):
             conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
-        raise SystemExit(1) from None
+        code = 1
     finally:
         if robot is not None:
             try:
@@ -344,6 +345,14 @@ def _child_main(
                 ch.close()
         conn.close()
         stop_conn.close()
+        # The robot is stopped and closed, the stats are sent: end here. The interpreter's
+        # own shutdown (finalizers, freeing the simulator's objects) takes 1-2 s, and a
+        # control process whose parent died must be gone at once.
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
 
 
 @contextlib.contextmanager

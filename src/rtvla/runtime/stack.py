@@ -28,6 +28,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -430,24 +431,35 @@ class Stack:
 
     def stop(self) -> list[str]:
         """Stop in reverse order; the robot is stopped first and closed last. Returns the
-        names of units that did not stop in time."""
-        self._stop_robot()
+        names of units that did not stop in time. How long each part took is an event
+        (``runtime``/``stopped``) in the report."""
+        took: dict[str, float] = {}
+
+        def timed(name: str, fn: Callable[[], Any]) -> Any:
+            t0 = time.monotonic()
+            try:
+                return fn()
+            finally:
+                took[name] = round(time.monotonic() - t0, 3)
+
+        t_all = time.monotonic()
+        timed("robot_stop", self._stop_robot)
         stuck: list[str] = []
         if "optimizer" in self._started and self.optimizer is not None:
-            self.optimizer.stop()
+            timed("optimizer", self.optimizer.stop)
         if "monitor" in self._started:
-            self.monitor.stop()
+            timed("monitor", self.monitor.stop)
         if "supervisor" in self._started:
-            stuck = self.supervisor.stop()
+            stuck = timed("supervisor", self.supervisor.stop)
         if "camera" in self._started:
-            self.camera.close()
-        self.planner.close()
+            timed("camera", self.camera.close)
+        timed("planner", self.planner.close)
         if "control_process" in self._started:
             proc = self.control
             # A child already known lost (dead or hung) gets no long goodbye.
             timeout = 1.0 if proc.lost_reason is not None else None
             try:
-                self.control_final = proc.stop(timeout)
+                self.control_final = timed("control_process", lambda: proc.stop(timeout))
             except Exception as exc:
                 logger.error("control process stop: %s", exc)
                 self.recorder.event("control", "fault", f"control process stop: {exc}",
@@ -455,7 +467,12 @@ class Stack:
                 if proc.lost_reason is None:
                     stuck.append("control")
         elif not self.control_in_process:
-            self.robot.close()
+            timed("robot_close", self.robot.close)
+        if self._started:
+            total = time.monotonic() - t_all
+            self.recorder.event("runtime", "stopped", f"stack stopped in {total:.2f} s", total_s=round(total, 3),
+                                **took)
+            logger.info("stack stopped in %.2f s: %s", total, took)
         if self._old_switch is not None:
             sys.setswitchinterval(self._old_switch)
         if self._orig_affinity is not None:
