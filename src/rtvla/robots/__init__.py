@@ -1,4 +1,5 @@
-"""Robots: the ``Robot`` protocol and, in ``robots.sim``, the MuJoCo mobile manipulator."""
+"""Robots: the ``Robot`` protocol, the ``Embodiment`` a robot plug-in returns and, in
+``robots.sim``, the MuJoCo mobile manipulator."""
 
 from __future__ import annotations
 
@@ -10,5 +11,34 @@ from rtvla.robots.base import (
     RobotState,
     validate_command,
 )
+from rtvla.robots.embodiment import (
+    Embodiment,
+    KnownObject,
+    OccupancyMap,
+    Place,
+    Receptacle,
+    RobotCamera,
+    Surface,
+    Telemetry,
+    WorldKnowledge,
+    as_embodiment,
+)
 
-__all__ = ["CommandMode", "Robot", "RobotCommand", "RobotLimits", "RobotState", "validate_command"]
+__all__ = [
+    "CommandMode",
+    "Embodiment",
+    "KnownObject",
+    "OccupancyMap",
+    "Place",
+    "Receptacle",
+    "Robot",
+    "RobotCamera",
+    "RobotCommand",
+    "RobotLimits",
+    "RobotState",
+    "Surface",
+    "Telemetry",
+    "WorldKnowledge",
+    "as_embodiment",
+    "validate_command",
+]
