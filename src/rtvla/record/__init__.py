@@ -1,0 +1,25 @@
+"""The run recorder: MCAP with Foxglove schemas, live view, episode video, LeRobot datasets.
+
+``RunRecord`` writes ``run.mcap`` (and serves it live); ``VideoWriter`` encodes
+``episode.mp4``; ``LeRobotDatasetWriter`` writes LeRobot v3.0 datasets; ``summarize_mcap``
+reads a record back. ``rtvla.record.sim_view`` (MuJoCo) and ``rtvla.record.episodes``
+(the lock-step recorder behind ``rtvla record``) are imported on demand.
+"""
+
+from __future__ import annotations
+
+from rtvla.record.lerobot import LeRobotDatasetWriter, read_info
+from rtvla.record.mcap import RunRecord
+from rtvla.record.settings import RecordSettings
+from rtvla.record.summary import render_mcap_summary, summarize_mcap
+from rtvla.record.video import VideoWriter
+
+__all__ = [
+    "LeRobotDatasetWriter",
+    "RecordSettings",
+    "RunRecord",
+    "VideoWriter",
+    "read_info",
+    "render_mcap_summary",
+    "summarize_mcap",
+]
