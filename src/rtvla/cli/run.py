@@ -26,6 +26,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="run folder (default: runs/<time>-<task>)"),
         no_dashboard: bool = typer.Option(False, "--no-dashboard", help="no live terminal view"),
         json_path: Path | None = typer.Option(None, "--json", help="also copy report.json here"),
+        inject: str | None = typer.Option(
+            None, "--inject", help="faults to inject, FAULT@SECONDS[,...]: control-kill, control-hang, "
+            "perception-crash, detector-hang, camera-drop, llm-hang, llm-garbage, disk-full"),
     ) -> None:
         """Carry out a natural-language task on the simulated robot, on time, and report.
 
@@ -37,12 +40,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from rtvla.errors import ConfigError
         from rtvla.metrics import render_table
         from rtvla.runtime.dashboard import Dashboard
+        from rtvla.runtime.faults import parse_faults
         from rtvla.runtime.main_job import RunOptions, run_task
         from rtvla.runtime.settings import validate_sections
 
         try:
             cfg = load_config(config)
             validate_sections(cfg)
+            parse_faults(inject)
         except ConfigError as exc:
             fail(str(exc))
         stop = threading.Event()
@@ -61,7 +66,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                                  refresh_hz=stack.settings.dashboard_hz)
         try:
             outcome = run_task(cfg, RunOptions(task=task, duration_s=duration, llm_url=llm_url,
-                                               model=model, out_dir=out, dashboard=not no_dashboard),
+                                               model=model, out_dir=out, dashboard=not no_dashboard,
+                                               inject=inject),
                                stop_event=stop, dashboard_factory=dash)
         finally:
             for s, h in old.items():
@@ -73,6 +79,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                       + (f" (degraded: {t['degraded_reason']})" if t.get("degraded_reason") else ""))
         if report.get("adaptation"):
             console.print(f"adaptation: {len(report['adaptation'])} level changes")
+        for f in report.get("faults", []):
+            console.print(f"fault {f['fault']}@{f['at_s']:g}s (injected at {f['injected_at_s']} s): "
+                          f"{f.get('outcome')}")
         if report.get("degradations"):
             console.print(f"degradations/faults: {len(report['degradations'])} (see report.json)")
         style = "green" if outcome.exit_code == 0 else "red"

@@ -64,6 +64,14 @@ class MetricsLog:
                 self._fh.flush()
         return line
 
+    def swap_file(self, fh: IO[str]) -> None:
+        """Write to ``fh`` from now on (the old file is closed): fault injection uses it to
+        make the run folder unwritable mid-run."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+            self._fh = fh
+
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:

@@ -13,8 +13,10 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +30,9 @@ from rtvla.config import Config
 from rtvla.errors import PlanningError, RtvlaError
 from rtvla.language import PlanContext
 from rtvla.metrics import MetricsLog, Recorder, build_report
+from rtvla.metrics.report import json_safe
 from rtvla.resources.sampler import hypervisor_steal_s
+from rtvla.runtime.faults import FaultInjector, parse_faults
 from rtvla.runtime.run_dir import RunDir
 from rtvla.runtime.settings import RuntimeSettings
 from rtvla.runtime.stack import Stack
@@ -60,6 +64,7 @@ class RunOptions:
     model: str | None = None
     out_dir: Path | None = None
     dashboard: bool = True
+    inject: str | None = None  # "FAULT@SECONDS,..." (see rtvla.runtime.faults)
 
 
 @dataclass
@@ -149,7 +154,9 @@ def run_task(
     settings = RuntimeSettings.from_section(cfg.section("runtime"))
     task = options.task or settings.task
     stop = stop_event or threading.Event()
+    injector = FaultInjector(parse_faults(options.inject))  # a bad spec fails before anything
     rd = RunDir.create(settings.out_root, label=task, path=options.out_dir)
+    injector.run_dir = rd
     recorder = Recorder(cfg.requirements)
     t_start = time.monotonic()
     info: dict[str, Any] = {"instruction": task, "success": False, "duration_s": None,
@@ -167,6 +174,7 @@ def run_task(
         try:
             stack = Stack.build(cfg, recorder, llm_url=options.llm_url, model=options.model,
                                 stop_event=stop)
+            injector.prepare(stack)
             if on_stack is not None:
                 on_stack(stack)
             if stack.optimizer is not None:
@@ -196,6 +204,7 @@ def run_task(
 
             metrics = MetricsLog(rd.metrics_path, recorder)
             metrics.open()
+            injector.metrics = metrics
             server = None
             if settings.prometheus_port is not None:
                 from rtvla.metrics.prometheus import serve
@@ -207,7 +216,8 @@ def run_task(
                 view = dashboard_factory(stack, state) if dashboard_factory is not None else None
                 with _Ticker(metrics, stack, settings.metrics_interval_s, settings.warmup_s, extra), \
                         (view if view is not None else _Null()):
-                    code, reason = _run_stack(stack, task, options, state, info, stop, settings)
+                    code, reason = _run_stack(stack, task, options, state, info, stop, settings,
+                                              injector)
             finally:
                 metrics.close()
                 if server is not None:
@@ -225,6 +235,7 @@ def run_task(
             code = EXIT_ERROR
             logger.exception("run crashed")
         finally:
+            injector.close()
             stuck = stack.stop() if stack is not None else []
             if stuck:
                 recorder.event("runtime", "fault", f"units did not stop in time: {stuck}")
@@ -241,12 +252,23 @@ def run_task(
                 if steal > _STEAL_NOTE_S:
                     reason += (f" (the hypervisor took {steal:.1f} s of CPU time from this VM "
                                "during the run)")
+            if injector.faults:
+                report["faults"] = injector.outcomes(stack, report)
             report["exit"] = {"code": code, "reason": reason}
-            rd.write_report(report)
             try:
-                rd.write_plots(report)
-            except Exception as exc:  # plots are a convenience; the report is the record
-                logger.error("writing plots failed: %s", exc)
+                rd.write_report(report)
+            except OSError as exc:
+                # The run folder is unwritable (a full disk): the report is the record, so it
+                # goes to stderr whole, and the run still ends with its own exit code.
+                report["exit"]["report_write_error"] = str(exc)
+                print(f"rtvla: cannot write {rd.report_path}: {exc}; the report follows on stderr",
+                      file=sys.stderr)
+                print(json.dumps(json_safe(report), indent=1), file=sys.stderr, flush=True)
+            else:
+                try:
+                    rd.write_plots(report)
+                except Exception as exc:  # plots are a convenience; the report is the record
+                    logger.error("writing plots failed: %s", exc)
     return RunOutcome(code, reason, report, rd.path)
 
 
@@ -259,9 +281,12 @@ class _Null:
 
 
 def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: dict[str, Any],
-               stop: threading.Event, settings: RuntimeSettings) -> tuple[int, str]:
+               stop: threading.Event, settings: RuntimeSettings,
+               injector: FaultInjector | None = None) -> tuple[int, str]:
     state.phase = "starting"
     stack.start()
+    if injector is not None:
+        injector.start(stack)
     task_deadline = stack.cfg.budget("task").deadline_s or 120.0
     limit = options.duration_s if options.duration_s is not None else task_deadline
     t0 = time.monotonic()

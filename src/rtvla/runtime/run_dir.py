@@ -32,6 +32,7 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handler: logging.Handler | None = None
+        self._refused: int | None = None  # an errno every write fails with (fault injection)
 
     @classmethod
     def create(cls, root: str | Path = "runs", *, label: str = "run", path: str | Path | None = None) -> RunDir:
@@ -83,8 +84,19 @@ class RunDir:
     def report_path(self) -> Path:
         return self.path / "report.json"
 
+    def refuse_writes(self, err: int) -> None:
+        """From now on every write here fails with ``err`` (``--inject disk-full``); the log
+        handler is detached so the logging module does not print a traceback per line."""
+        self._refused = err
+        self.detach_log()
+
+    def _check_writable(self) -> None:
+        if self._refused is not None:
+            raise OSError(self._refused, f"{os.strerror(self._refused)} (injected): {self.path}")
+
     def write_report(self, report: dict[str, Any]) -> Path:
         """Write report.json atomically (a crash mid-write never leaves half a file)."""
+        self._check_writable()
         tmp = self.report_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(json_safe(report, redact=_SECRET_KEYS), indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, self.report_path)
@@ -94,6 +106,7 @@ class RunDir:
         from rtvla.metrics import read_metrics
         from rtvla.metrics.plots import plot_run
 
+        self._check_writable()
         report = report if report is not None else load_run(self.path)
         rows = read_metrics(self.metrics_path) if self.metrics_path.exists() else []
         return plot_run(rows, report, self.path)
