@@ -3,20 +3,46 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rtvla.metrics.report import json_safe
 
-__all__ = ["console", "err_console", "fail", "stage_progress", "write_json"]
+__all__ = ["PIPED_WIDTH", "PipeAwareConsole", "console", "err_console", "fail", "stage_progress",
+           "write_json"]
 
-console = Console()
-err_console = Console(stderr=True)
+#: Line width when output goes to a file or pipe: wide enough for every table, so CI logs
+#: and ``| tee`` get whole cells instead of rich's 80-column default (``com…``).
+PIPED_WIDTH = 400
+
+
+class PipeAwareConsole(Console):
+    """A rich console that, writing to a file or pipe, lays out at :data:`PIPED_WIDTH`.
+
+    On a terminal it is an ordinary console. ``COLUMNS`` or an explicit ``width`` still
+    win. Tables keep their natural width (they do not expand), so short tables stay short.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._width is None and not self.is_terminal and not os.environ.get("COLUMNS"):
+            return ConsoleDimensions(PIPED_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = PipeAwareConsole()
+err_console = PipeAwareConsole(stderr=True)
 
 
 def write_json(path: str | Path, data: Any) -> Path:

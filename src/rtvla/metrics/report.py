@@ -92,14 +92,19 @@ _STATUS_STYLE = {"ok": "[green]ok[/]", "breaches": "[yellow]met, breaches[/]",
 
 
 def render_table(report: dict[str, Any], *, title: str = "rtvla budgets") -> Table:
-    """A rich table: per component the budget beside the measured figures."""
+    """A rich table: per component the budget beside the measured figures.
+
+    Cells fold instead of being cut with an ellipsis; print it on the CLI's
+    ``PipeAwareConsole`` so that piped output (CI logs, ``| tee``) is laid out at full width.
+    """
     table = Table(title=title, header_style="bold", show_lines=False)
     for col, justify in (
         ("component", "left"), ("rate Hz (budget)", "right"), ("p50 ms", "right"),
         ("p99 ms", "right"), ("max ms", "right"), ("budget ms", "right"), ("missed", "right"),
         ("CPU % (max)", "right"), ("mem MB", "right"), ("violations", "left"), ("status", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        # Fold rather than cut: a narrow console wraps a cell, it never shows "com…".
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for name, row in sorted(report.get("components", {}).items()):
         b = row["budget"]
         lat = row.get("latency_ms") or {}
