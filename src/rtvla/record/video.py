@@ -234,7 +234,11 @@ class EpisodeVideo:
         self._latest[source] = image
 
     def _frame(self) -> np.ndarray | None:
-        images = [self._latest[s] for s in self.sources if s in self._latest]
+        # The first frame fixes the file's size: wait until every declared camera has
+        # delivered, so the layout does not change (and squash) when one comes late.
+        if any(s not in self._latest for s in self.sources):
+            return None
+        images = [self._latest[s] for s in self.sources]
         for name, render in self.renderers.items():
             try:
                 images.append(render())
