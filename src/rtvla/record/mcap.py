@@ -141,6 +141,7 @@ class RunRecord:
         self.writer_cpu_s = 0.0
         self.bytes_written = 0
         self._size_full = False
+        self._image_bytes = 0
         self._events_seen_ns = -1
         self._violations_seen_ns = -1
         self._thread = threading.Thread(target=self._run, name="rtvla-record", daemon=True)
@@ -333,9 +334,13 @@ class RunRecord:
         self._emit(ch.TOPICS["image"].format(camera=camera), fgc.CompressedImageChannel,
                    CompressedImage(timestamp=ch.stamp(t), frame_id=ch.camera_frame(camera),
                                    data=jpeg.tobytes(), format="jpeg"), t)
+        self._image_bytes += len(jpeg)
         if depth is not None:
             self._emit(ch.TOPICS["depth"].format(camera=camera), fgc.RawImageChannel,
                        ch.depth_msg(t, camera, depth), t)
+            self._image_bytes += depth.size  # 16-bit millimetres compress to about half
+        if self._image_bytes >= self.settings.max_mb * 1e6:
+            self._check_size()
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind, t = item[0], item[1]
@@ -402,7 +407,10 @@ class RunRecord:
             self.bytes_written = os.path.getsize(self.path)
         except OSError:
             return
-        if not self._size_full and self.bytes_written >= self.settings.max_mb * 1e6:
+        # The file grows a chunk (about 1 MB) at a time: the image bytes handed to the writer
+        # are the earlier and closer measure of what it will hold.
+        size = max(self.bytes_written, self._image_bytes)
+        if not self._size_full and size >= self.settings.max_mb * 1e6:
             self._size_full = True
             logger.warning("run record %s reached %.0f MB: camera images are no longer recorded",
                            self.path, self.settings.max_mb)
