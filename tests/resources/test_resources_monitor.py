@@ -101,13 +101,16 @@ def test_component_cpu_from_thread_and_process_times_feeds_the_recorder(scripted
     sample = m.sample_once()
     assert s.reads[-1] == ({111, 112}, {4242})
     assert sample.components["perception"].cpu_percent == pytest.approx(50.0)
-    assert sample.components["perception"].memory_mb == 0.0
+    # A thread's memory is not separable from its process's: null, not a 0 that never violates.
+    assert sample.components["perception"].memory_mb is None
     assert sample.components["control"].cpu_percent == pytest.approx(25.0)
     assert sample.components["control"].memory_mb == pytest.approx(82.0)
     assert sample.value("component.control.cpu_percent") == pytest.approx(25.0)
     snap = rec.snapshot()
     assert snap["perception"]["cpu_percent"] == pytest.approx(50.0)
     assert snap["control"]["memory_mb"] == pytest.approx(82.0)
+    assert snap["perception"]["memory_mb"] is None and snap["perception"]["memory_scope"] == "process"
+    assert snap["control"]["memory_scope"] == "own"
 
 
 def test_exited_process_stops_being_reported(scripted):

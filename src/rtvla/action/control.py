@@ -444,7 +444,7 @@ class ControlLoop(Component):
         if counts[0] > seen[0]:
             with self._stats_lock:
                 self._stats.stop_requests += counts[0] - seen[0]
-            self._trip(reason, now)
+            self._trip(reason, now, requested=True)
         if counts[1] > seen[1] and last == COMMAND_RESET:
             self._release(now, state, "reset_stop()")
 
@@ -464,8 +464,9 @@ class ControlLoop(Component):
             self._last_seq = sample.seq
         self.recorder.event(self.name, "stop_reset", f"latched stop released: {why}", stamp_ns=now)
 
-    def _trip(self, reason: str, now: int) -> None:
-        """Safe stop: hold the arm, zero base velocity, record why; latched until reset."""
+    def _trip(self, reason: str, now: int, *, requested: bool = False) -> None:
+        """Safe stop: hold the arm, zero base velocity, record why; latched until reset.
+        ``requested``: asked for (request_stop), not a watchdog trip; counted apart."""
         first = not self._tripped
         self._tripped = True
         self._base_vel[:] = 0.0
@@ -479,12 +480,15 @@ class ControlLoop(Component):
         except (RobotError, ValueError):
             self.trajectory.goal = None
         with self._stats_lock:
-            self._stats.watchdog_trips += 1
+            if not requested:
+                self._stats.watchdog_trips += 1
             self._stats.last_trip_reason = reason
             self._stats.stopped = True
-        if first:
+        if requested:
+            logger.info("%s: latched stop: %s", self.name, reason)
+        elif first:
             logger.warning("%s watchdog: %s", self.name, reason)
-        self.recorder.event(self.name, "watchdog", reason, stamp_ns=now)
+        self.recorder.event(self.name, "stop" if requested else "watchdog", reason, stamp_ns=now)
 
     # -- results ---------------------------------------------------------------------------
 

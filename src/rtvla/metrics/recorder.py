@@ -76,7 +76,7 @@ class _Series:
         "bins", "bins_epoch", "budget", "count_total", "cpu_last", "cpu_max", "cpu_sum",
         "first_count_ns", "gauges", "hist", "interval_count", "interval_counts",
         "interval_max", "interval_sum", "last_count_ns", "lock", "max_latency_s", "mem_last",
-        "mem_max", "missed", "observed", "pending", "util_n",
+        "mem_max", "mem_scope", "missed", "observed", "pending", "util_n",
     )
 
     def __init__(self, budget: Budget, window_bins: int) -> None:
@@ -102,6 +102,7 @@ class _Series:
         self.missed = 0
         self.cpu_last = self.cpu_max = self.cpu_sum = 0.0
         self.mem_last = self.mem_max = 0.0
+        self.mem_scope = "own"  # "process": its memory cannot be told apart from the process's
         self.util_n = 0
 
 
@@ -213,19 +214,27 @@ class Recorder:
         if s.budget.critical or s.budget.rate_hz is not None:
             self._violate(component, "missed", 0, float(n), s.budget.critical)
 
-    def utilization(self, component: str, cpu_percent: float, memory_mb: float) -> None:
-        """Record CPU (percent of one core) and resident memory, and check the ceilings."""
+    def utilization(self, component: str, cpu_percent: float, memory_mb: float | None) -> None:
+        """Record CPU (percent of one core) and resident memory, and check the ceilings.
+
+        ``memory_mb=None``: the component's memory cannot be separated from its process's
+        (a thread); the report then shows ``memory_mb: null, memory_scope: "process"``
+        instead of a 0 that could never violate its budget."""
         s = self._get(component)
         with s.lock:
-            s.cpu_last, s.mem_last = cpu_percent, memory_mb
+            s.cpu_last = cpu_percent
             s.cpu_max = max(s.cpu_max, cpu_percent)
-            s.mem_max = max(s.mem_max, memory_mb)
             s.cpu_sum += cpu_percent
             s.util_n += 1
+            if memory_mb is None:
+                s.mem_scope = "process"
+            else:
+                s.mem_last = memory_mb
+                s.mem_max = max(s.mem_max, memory_mb)
         b = s.budget
         if cpu_percent > b.max_cpu_percent:
             self._violate(component, "cpu", b.max_cpu_percent, cpu_percent, b.critical)
-        if memory_mb > b.max_memory_mb:
+        if memory_mb is not None and memory_mb > b.max_memory_mb:
             self._violate(component, "memory", b.max_memory_mb, memory_mb, b.critical)
 
     def gauge(self, component: str, name: str, value: float) -> None:
@@ -370,8 +379,9 @@ class Recorder:
                     "cpu_percent": s.cpu_last,
                     "cpu_percent_max": s.cpu_max,
                     "cpu_percent_mean": s.cpu_sum / s.util_n if s.util_n else 0.0,
-                    "memory_mb": s.mem_last,
-                    "memory_mb_max": s.mem_max,
+                    "memory_mb": None if s.mem_scope == "process" else s.mem_last,
+                    "memory_mb_max": None if s.mem_scope == "process" else s.mem_max,
+                    "memory_scope": s.mem_scope,
                     "gauges": dict(s.gauges),
                 }
             row["latency_ms"] = lat

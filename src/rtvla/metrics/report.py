@@ -65,6 +65,7 @@ def build_report(recorder: Recorder, *, check: bool = True) -> dict[str, Any]:
             "cpu_percent": snap["cpu_percent_mean"],
             "cpu_percent_max": snap["cpu_percent_max"],
             "memory_mb": snap["memory_mb_max"],
+            "memory_scope": snap.get("memory_scope", "own"),
             "violations": snap["violations"],
             "gauges": snap["gauges"],
         }

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -171,6 +171,9 @@ class VisionPipeline(Component):
         self.add_knob(Knob("skip_frames", self.settings.skip_frames))
         self.add_knob(Knob("detector", tuple(names)))
         self._executor: cf.ThreadPoolExecutor | None = None
+        # Called in each detector worker thread as it starts (the runtime attributes the
+        # thread's CPU to perception and pins it where perception runs).
+        self.on_worker_start: Callable[[], None] | None = None
         self._inflight: cf.Future[_Result] | None = None
         self._last: Detections | None = None
         self._last_seq: int | None = None
@@ -204,7 +207,8 @@ class VisionPipeline(Component):
         if self.own_source:
             self.source.open()
         if self.settings.detect_timeout_s is not None and self._executor is None:
-            self._executor = cf.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-detect")
+            self._executor = cf.ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-detect",
+                                                   initializer=self.on_worker_start)
         self._last_new_ns = self.clock.now_ns()
 
     def teardown(self) -> None:

@@ -83,6 +83,8 @@ class ResourcesConfig(BaseModel):
     reserve_memory_mb: float = Field(default=256.0, ge=0)
     cpu_oversubscription: float = Field(default=1.0, ge=1.0)
     requests: dict[str, RequestConfig] = Field(default_factory=dict)
+    strict: bool = Field(default=False, description="refuse to start when a request is refused "
+                         "(otherwise the component runs in its degraded configuration)")
 
     @classmethod
     def from_section(cls, data: Mapping[str, Any]) -> ResourcesConfig:

@@ -49,13 +49,13 @@ _SCALARS = (
 class ComponentUsage:
     """CPU of one component over the last interval (percent of one core) and its memory.
 
-    ``memory_mb`` is the resident memory of its process for process-placed components and
-    0.0 for thread-placed ones: threads share one address space, so their memory is not
+    ``memory_mb`` is the resident memory of its process(es) for process-placed components and
+    None for thread-placed ones: threads share one address space, so their memory is not
     separable (the process total is ``Sample.process_rss_mb``).
     """
 
     cpu_percent: float
-    memory_mb: float
+    memory_mb: float | None
     seen: int  # how many of its registered threads/processes were alive
 
 
@@ -233,7 +233,7 @@ class SystemMonitor:
         components: dict[str, ComponentUsage] = {}
         for name in set(threads) | set(pids):
             cpu_s = 0.0
-            mem = 0.0
+            mem: float | None = None
             seen = 0
             for tid in threads.get(name, ()):
                 if tid in raw.threads and tid in prev.threads:
@@ -241,7 +241,7 @@ class SystemMonitor:
                     seen += 1
             for pid in pids.get(name, ()):
                 if pid in raw.processes:
-                    mem += raw.processes[pid].rss_mb
+                    mem = (mem or 0.0) + raw.processes[pid].rss_mb
                     seen += 1
                     if pid in prev.processes:
                         cpu_s += max(0.0, raw.processes[pid].cpu_s - prev.processes[pid].cpu_s)

@@ -354,6 +354,8 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
                                 for n, s in stack.supervisor.states().items()}
         report["control"] = stack.control_stats()
         report["affinity"] = stack.affinity
+        report["admission"] = stack.admission
+        report["cgroups"] = stack.cgroups
         report["perception"] = stack.pipeline.stats()
         report["navigation"] = stack.navigator.stats()
         report["planner"] = stack.planner.stats()

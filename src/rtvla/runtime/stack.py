@@ -53,6 +53,7 @@ from rtvla.robots.sim import (
     parse_sim_settings,
 )
 from rtvla.robots.sim.settings import scene_with_overrides
+from rtvla.runtime.admission import admit, cgroup_limits, cgroup_release, pin_current_thread
 from rtvla.runtime.remote_sim import ProcessSetpoints, RemoteSimRobot, sim_telemetry, telemetry_size
 from rtvla.runtime.settings import RuntimeSettings, validate_sections
 from rtvla.runtime.supervisor import Supervisor
@@ -73,8 +74,9 @@ _DEFAULT_REQUESTS: dict[str, dict[str, Any]] = {
     "control": {"cpu_cores": 0.2, "memory_mb": 100, "priority": 10, "critical": True},
     "perception": {"cpu_cores": 0.7, "memory_mb": 500, "priority": 9, "critical": True},
     "navigation": {"cpu_cores": 0.2, "memory_mb": 200, "priority": 9, "critical": True},
-    "llm": {"cpu_cores": 0.3, "memory_mb": 500, "priority": 3, "min_cpu_cores": 0.05,
-            "min_memory_mb": 100},
+    # The LLM runs on its server; here only its client (and the rule planner) run.
+    "llm": {"cpu_cores": 0.05, "memory_mb": 100, "priority": 3, "min_cpu_cores": 0.02,
+            "min_memory_mb": 50},
 }
 
 
@@ -162,6 +164,8 @@ class Stack:
     control_final: dict[str, Any] | None = None
     resources_cfg: ResourcesConfig | None = None
     affinity: dict[str, Any] = field(default_factory=dict)
+    admission: dict[str, Any] = field(default_factory=dict)
+    cgroups: dict[str, Any] = field(default_factory=dict)
     _started: list[str] = field(default_factory=list)
     _old_switch: float | None = None
     _orig_affinity: list[int] | None = None
@@ -270,6 +274,8 @@ class Stack:
                     world, executor, planner, capabilities, monitor, allocator, optimizer, supervisor,
                     stop, stack_progress)
         stack.resources_cfg = rcfg
+        # The detector's worker threads are perception's CPU too, and run where it runs.
+        pipeline.on_worker_start = lambda: stack._pin("perception")
         executor.on_progress = stack._progress
         supervisor.on_critical_failure = stack._critical_failure
         return stack
@@ -301,21 +307,36 @@ class Stack:
     # -- lifecycle ------------------------------------------------------------------------
 
     def _admit(self) -> None:
-        """Ask the allocator for each component's resources; refusals are recorded, and a
-        preemption turns quality down through the optimizer."""
+        """Ask the allocator for each component's resources. A refused one runs degraded
+        (or, with ``resources.strict``, the run refuses to start); a preemption later turns
+        quality down through the optimizer."""
         rcfg = self.resources_cfg
         assert rcfg is not None  # set by build()
         hook = self.optimizer.handle_preemption if self.optimizer is not None else None
-        for name in ("control", "perception", "navigation", "llm"):
-            try:
-                self.allocator.request(name, rcfg.request_for(name, self.cfg.budget(name)), on_preempt=hook)
-            except Exception as exc:  # admission refusal is reported, not fatal, in simulation
-                self.recorder.event(name, "admission", f"resource request refused: {exc}")
+        parts = {"control": None, "perception": self.pipeline, "navigation": self.navigator,
+                 "llm": self.planner}
+        requests = {name: (rcfg.request_for(name, self.cfg.budget(name)), comp)
+                    for name, comp in parts.items()}
+        self.admission = admit(self.allocator, requests, strict=rcfg.strict, recorder=self.recorder,
+                               on_preempt=hook)
+
+    def _thread_cpus(self, name: str) -> list[int]:
+        """Where a thread-placed component runs: its planned CPUs when the control CPU is
+        isolated, else every CPU this process may use (the control process only pins itself)."""
+        if self.control_in_process and self.settings.isolate_control_cpu:
+            return list(self.allocator.affinity_plan().cpus_for(name))
+        return sorted(os.sched_getaffinity(0))
+
+    def _pin(self, name: str) -> None:
+        """Attribute the calling thread to ``name`` and pin it where the plan says."""
+        self.monitor.register_thread(name)
+        done = pin_current_thread(self._thread_cpus(name))
+        self.affinity.setdefault("threads", {}).setdefault(name, done)
 
     def _unit(self, comp: Any, *, register: bool = True) -> Callable[[threading.Event], Any]:
         def run(stop: threading.Event) -> Any:
             if register:
-                self.monitor.register_thread(comp.name)
+                self._pin(comp.name)
             comp.stop_event.clear()
             return comp.run()
         return run
@@ -408,6 +429,9 @@ class Stack:
         if proc.wait_state(timeout) is None:
             raise RuntimeStackError(f"the control process published no state within {timeout:g} s")
         self.monitor.register_process("control", proc.pid)
+        budget = self.cfg.budget("control")
+        self.cgroups["control"] = cgroup_limits("control", proc.pid, cpu_cores=budget.max_cpu_percent / 100,
+                                                memory_mb=budget.max_memory_mb)
         shared = [c for c in plan.shared_cpus if c != cpu] if cpu is not None else list(plan.shared_cpus)
         self._orig_affinity = sorted(os.sched_getaffinity(0))
         if cpu is not None and shared and self.settings.isolate_control_cpu:
@@ -468,6 +492,8 @@ class Stack:
                     stuck.append("control")
         elif not self.control_in_process:
             timed("robot_close", self.robot.close)
+        for info in self.cgroups.values():
+            cgroup_release(info)
         if self._started:
             total = time.monotonic() - t_all
             self.recorder.event("runtime", "stopped", f"stack stopped in {total:.2f} s", total_s=round(total, 3),
