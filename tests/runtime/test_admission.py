@@ -44,7 +44,7 @@ def test_a_refused_component_runs_degraded_on_its_minimum():
 
 
 def test_strict_refuses_to_start():
-    with pytest.raises(RuntimeStackError, match="resources.strict"):
+    with pytest.raises(RuntimeStackError, match=r"resources\.strict"):
         admit(_allocator(0.5), {"perception": (ResourceRequest(0.6, 100), Part())}, strict=True,
               recorder=Recorder())
 
