@@ -118,7 +118,8 @@ class Ros2Bridge:
                  topics: BridgeTopics = BridgeTopics(),
                  on_cmd_vel: Callable[[BaseVelocityCommand], None] | None = None,
                  on_instruction: Callable[[str], None] | None = None,
-                 compressed: bool = False, jpeg_quality: int = 90, image_qos: Qos = Qos.sensor_data(),
+                 cameras: Sequence[str] = ("camera",), compressed: bool = False, jpeg_quality: int = 90,
+                 image_qos: Qos = Qos.sensor_data(),
                  clock: Clock = MONOTONIC, wall_clock_ns: Callable[[], int] = time.time_ns) -> None:
         check_domain_id(domain_id)
         if isinstance(joint_names, str) or not all(isinstance(n, str) and n for n in joint_names):
@@ -146,11 +147,28 @@ class Ros2Bridge:
             self._tf_pub = self.node.publisher(topics.tf, TF_MESSAGE)
             self._status_pub = self.node.publisher(topics.status, STRING)
             self._image_pubs: dict[str, tuple[Ros2Publisher, Ros2Publisher | None]] = {}
+            for camera in cameras:
+                self._image_publishers(camera)
             self.cmd_vel = self.node.subscription(topics.cmd_vel, TWIST, self._on_cmd_vel)
             self.instruction = self.node.subscription(topics.instruction, STRING, self._on_instruction)
         except Exception:
             self.node.close()
             raise
+
+    def publishers(self) -> list[Ros2Publisher]:
+        """Every publisher the bridge has declared so far."""
+        with self._lock:
+            images = [p for pair in self._image_pubs.values() for p in pair if p is not None]
+        return [self._joint_pub, self._tf_pub, self._status_pub, *images]
+
+    def wait_matched(self, timeout: float) -> bool:
+        """Block until every publisher has a subscriber somewhere (False on timeout)."""
+        end = self.clock.now_ns() + int(timeout * 1e9)
+        for pub in self.publishers():
+            left = max(0.0, (end - self.clock.now_ns()) / 1e9)
+            if not pub.wait_matched(left):
+                return False
+        return True
 
     # -- time -------------------------------------------------------------------------------
 
