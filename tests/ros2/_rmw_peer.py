@@ -123,12 +123,18 @@ class Publisher:
     def __init__(self, peer: RmwPeer, key: str, ros_type: str, token: str) -> None:
         self.peer, self.ros_type = peer, ros_type
         self._pub = peer.session.declare_publisher(key)
+        self._matched = threading.Event()
+        self._listener = self._pub.declare_matching_listener(
+            lambda status: self._matched.set() if status.matching else self._matched.clear())
+        if self._pub.matching_status.matching:
+            self._matched.set()
         self.token = peer.session.liveliness().declare_token(token)
         self.gid = bytes(range(16))
         self.seq = 0
 
-    def matched(self) -> bool:
-        return self._pub.matching_status.matching
+    def wait_matched(self, timeout: float = 20.0) -> bool:
+        """Block until a subscriber on the key is reachable."""
+        return self._matched.wait(timeout)
 
     def publish(self, msg: Any, *, attachment: bool = True) -> None:
         self.seq += 1
