@@ -201,3 +201,27 @@ def test_bad_input_is_refused(world) -> None:
         bridge.publish_tf([Transform("map", "base", (0, 0, 0), (0, 0, 0, 2.0))])
     with pytest.raises(Ros2Error, match="joint_names"):
         Ros2Bridge(bridge.node.session, joint_names="shoulder")
+
+
+def test_humble_node_publishes_without_type_hash() -> None:
+    from rosbags.typesys import Stores
+
+    from rtvla.ros2 import Ros2Node
+
+    a, b, _ = open_pair()
+    try:
+        node = Ros2Node(a, "talker", distro="humble", domain_id=3)
+        pub = node.publisher("chatter", "std_msgs/msg/String")
+        assert pub.key == "3/chatter/std_msgs::msg::dds_::String_/TypeHashNotSupported"
+        peer = RmwPeer(b, "listener", domain=3, store=Stores.ROS2_HUMBLE)
+        _, fields = peer.wait_entity(kind="MP", topic="/chatter")
+        assert fields["hash"] == "TypeHashNotSupported"
+        rec = peer.record("/chatter", "3/chatter/std_msgs::msg::dds_::String_/TypeHashNotSupported",
+                          "std_msgs/msg/String", "std_msgs::msg::dds_::String_", "TypeHashNotSupported")
+        assert pub.wait_matched(20.0)
+        pub.publish(node.types.make("std_msgs/msg/String", data="hello humble"))
+        assert rec.wait(1)[0].msg.data == "hello humble"
+        node.close()
+    finally:
+        a.close()
+        b.close()

@@ -19,7 +19,7 @@ from rtvla.channels.zenoh_channel import zenoh_config
 from rtvla.errors import CommandRejected, PartError, RobotError
 from rtvla.robots.base import CommandMode, Robot, RobotCommand
 from rtvla.robots.ros2 import Ros2Robot, Ros2RobotOptions, make_robot
-from rtvla.timing import MONOTONIC
+from rtvla.timing import MONOTONIC, FakeClock
 
 JS_HASH = "RIHS01_a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e"
 TRAJ_HASH = "RIHS01_179b33eba59d676f6d967ac71fe35e7ca2f64b2f3928f4a018cec115e213796e"
@@ -207,3 +207,20 @@ def test_options_are_validated_naming_the_field() -> None:
         parts.build("robot", "ros2", {"joint_names": JOINTS, "bogus": 1})
     robot = make_robot(joint_names=JOINTS, domain_id=7, distro="humble")
     assert robot.limits.dof == 3 and robot.options.domain_id == 7
+
+
+def test_a_quiet_driver_makes_read_state_fail(driver_port) -> None:
+    session, port = driver_port
+    driver = FakeDriver(session)
+    clock = FakeClock(1_000_000_000)
+    robot = Ros2Robot(_options(port, stale_after_s=0.5), clock=clock)
+    try:
+        robot.connect()
+        driver.close()  # the driver stops publishing
+        robot.read_state()  # the newest state is fresh on the robot's clock
+        clock.advance(2_000_000_000)
+        with pytest.raises(RobotError, match="old"):
+            robot.read_state()
+    finally:
+        robot.close()
+        driver.close()

@@ -8,6 +8,8 @@ controllers) on a configurable topic, and base velocity as ``geometry_msgs/msg/T
 ``/cmd_vel``. No ROS installation: a Zenoh session reaches the ROS 2 graph (through the
 ``rmw_zenohd`` router, or peer to peer) and :mod:`rtvla.ros2` speaks its format.
 
+``read_state()`` fails (RobotError) once the newest joint state is older than
+``stale_after_s``, so a control loop trips and stops the robot when its driver goes quiet.
 Every command is validated against the configured limits before anything is published.
 ``stop()`` latches: it publishes a zero twist and a hold-position command and refuses every
 further command until :meth:`Ros2Robot.reset_stop`.
@@ -86,6 +88,8 @@ class Ros2RobotOptions(BaseModel):
     listen: list[str] = Field(default_factory=list)
     multicast_scouting: bool = False
     state_timeout_s: float = Field(default=10.0, gt=0, description="connect() waits this long for joint_states")
+    stale_after_s: float | None = Field(
+        default=1.0, gt=0, description="read_state() fails when the newest joint_states is older (None: never)")
 
     @field_validator("joint_names")
     @classmethod
@@ -255,6 +259,13 @@ class Ros2Robot:
         sample = self._states.latest()
         idx = self._map_joints(sample)
         assert sample is not None
+        stale = self.options.stale_after_s
+        if stale is not None:
+            age = (self.clock.now_ns() - sample.received_ns) / 1e9
+            if age > stale:
+                # The driver stopped publishing: a state this old must not drive the arm.
+                raise RobotError(f"ros2 robot: newest {self._states.topic} is {age:.2f} s old "
+                                 f"(> stale_after_s = {stale} s); is the driver alive?")
         m = sample.msg
 
         def pick(values: Any) -> np.ndarray:

@@ -10,6 +10,13 @@ Follows ros2/rmw_zenoh ``docs/design.md`` (Jazzy and later; Humble's keys withou
 from __future__ import annotations
 
 from rtvla.ros2.attachment import ATTACHMENT_SIZE, GID_SIZE, Attachment, gid_for
+from rtvla.ros2.bridge import (
+    BaseVelocityCommand,
+    BridgeTopics,
+    Ros2Bridge,
+    Transform,
+    yaw_quaternion,
+)
 from rtvla.ros2.keys import (
     HUMBLE_TYPE_HASH,
     dds_type_name,
@@ -40,6 +47,8 @@ __all__ = [
     "GID_SIZE",
     "HUMBLE_TYPE_HASH",
     "Attachment",
+    "BaseVelocityCommand",
+    "BridgeTopics",
     "Durability",
     "Entity",
     "EntityIds",
@@ -49,10 +58,12 @@ __all__ = [
     "MessageTypes",
     "Qos",
     "Reliability",
+    "Ros2Bridge",
     "Ros2Node",
     "Ros2Publisher",
     "Ros2Sample",
     "Ros2Subscription",
+    "Transform",
     "dds_type_name",
     "demangle",
     "fully_qualified_name",
@@ -61,4 +72,5 @@ __all__ = [
     "mangle",
     "ros_type_name",
     "topic_key",
+    "yaw_quaternion",
 ]
