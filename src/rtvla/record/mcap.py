@@ -186,7 +186,8 @@ class RunRecord:
         """
         t = self._now(stamp_ns)
         last = self._last_image.get(camera)
-        if last is not None and t - last < self._cam_period_ns:
+        # 3/4 of a period: a poller at camera_hz sees frames up to a camera period early.
+        if last is not None and t - last < self._cam_period_ns * 3 // 4:
             self.skipped_rate += 1
             return False
         self._last_image[camera] = t

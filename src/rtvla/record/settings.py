@@ -36,10 +36,10 @@ class RecordSettings(BaseModel):
     live_port: int = Field(8765, ge=0, le=65535, description="0 picks a free port")
     live_host: str = Field("127.0.0.1", description="the live view binds loopback unless told otherwise")
     video: bool = Field(True, description="write episode.mp4 (H.264) of the cameras and scene view")
-    video_fps: float = Field(10.0, gt=0, le=60)
+    video_fps: float = Field(5.0, gt=0, le=60, description="episode.mp4 frame rate (its cost scales with it)")
     video_crf: int = Field(28, ge=0, le=51, description="H.264 quality (lower is better, larger)")
     scene_view: bool = Field(True, description="add a fixed third-person view of the simulated scene")
-    scene_view_size: tuple[int, int] = Field((480, 360), description="width, height of the scene view")
+    scene_view_size: tuple[int, int] = Field((320, 240), description="width, height of the scene view")
 
     @classmethod
     def from_section(cls, data: dict[str, Any] | None) -> RecordSettings:
