@@ -16,7 +16,7 @@ Usage::
 from __future__ import annotations
 
 import math
-import tomllib
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,6 +35,11 @@ from rtvla.robots.embodiment import (
     Surface,
     WorldKnowledge,
 )
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 
 __all__ = ["Box", "Scene", "load_scene"]
 
