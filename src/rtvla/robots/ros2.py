@@ -40,7 +40,7 @@ from rtvla.channels.zenoh_channel import zenoh_config
 from rtvla.errors import CommandRejected, RobotError, Ros2Error
 from rtvla.robots.base import CommandMode, RobotCommand, RobotLimits, RobotState, validate_command
 from rtvla.ros2.keys import fully_qualified_name, normalize_namespace
-from rtvla.ros2.node import Ros2Node, Ros2Sample
+from rtvla.ros2.node import EntityIds, Ros2Node, Ros2Sample
 from rtvla.timing import MONOTONIC, Clock
 
 __all__ = ["Ros2Robot", "Ros2RobotOptions", "make_robot"]
@@ -163,10 +163,12 @@ class Ros2Robot:
     """A :class:`~rtvla.robots.base.Robot` whose driver is a ROS 2 node.
 
     ``session``: an open Zenoh session to use (and not close); by default ``connect()``
-    opens one from the options' endpoints.
+    opens one from the options' endpoints. ``ids``: the session's entity counter when other
+    ROS 2 nodes (a :class:`~rtvla.ros2.bridge.Ros2Bridge`) share that session.
     """
 
-    def __init__(self, options: Ros2RobotOptions, *, session: Any = None, clock: Clock = MONOTONIC) -> None:
+    def __init__(self, options: Ros2RobotOptions, *, session: Any = None, clock: Clock = MONOTONIC,
+                 ids: EntityIds | None = None) -> None:
         if not isinstance(options, Ros2RobotOptions):
             raise RobotError(f"Ros2Robot needs Ros2RobotOptions, got {type(options).__name__}")
         self.options = options
@@ -174,6 +176,7 @@ class Ros2Robot:
         self.clock = clock
         self.name = options.node_name
         self._session = session
+        self._ids = ids
         self._owns_session = session is None
         self._node: Ros2Node | None = None
         self._lock = threading.Lock()
@@ -203,7 +206,7 @@ class Ros2Robot:
                                  f"listen={o.listen}): {exc}") from exc
         try:
             node = Ros2Node(self._session, o.node_name, namespace=o.namespace, domain_id=o.domain_id,
-                            distro=o.distro, clock=self.clock)
+                            distro=o.distro, clock=self.clock, ids=self._ids)
             self._node = node
             self._states = node.subscription(o.joint_states_topic, JOINT_STATE)
             self._cmd_pub = node.publisher(o.command_topic, o.command_type)

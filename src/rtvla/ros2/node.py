@@ -314,15 +314,15 @@ class Ros2Node:
                              entity_id=self.node_id, kind=EntityKind.NODE, node_name=name,
                              namespace=self.namespace, enclave=self.enclave)
         self.token_key = self.entity.token()
-        self._endpoints: list[_Endpoint] = []
+        self._endpoints: list[Ros2Publisher | Ros2Subscription] = []
         self._lock = threading.Lock()
         self._closed = False
         self._token = session.liveliness().declare_token(self.token_key)
 
-    def _add(self, endpoint: _Endpoint) -> Any:
+    def _add(self, endpoint: Any) -> Any:
         with self._lock:
             if self._closed:
-                endpoint.close()  # type: ignore[attr-defined]
+                endpoint.close()
                 raise Ros2Error(f"node {self.name!r} is closed")
             self._endpoints.append(endpoint)
         return endpoint
@@ -349,7 +349,7 @@ class Ros2Node:
             self._closed = True
             endpoints, self._endpoints = self._endpoints, []
         for e in endpoints:
-            e.close()  # type: ignore[attr-defined]
+            e.close()
         try:
             self._token.undeclare()
         except Exception as exc:
