@@ -233,6 +233,9 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None) -> Confi
         raise ConfigError(
             f"unknown config section {unknown[0]!r}; known sections: {', '.join(SECTIONS)}"
         )
+    if isinstance(data.get("cameras"), list):
+        # [[cameras]]: an array of camera tables, kept as the [cameras] table's streams.
+        data = {**data, "cameras": {"streams": list(data["cameras"])}}
     for key, value in data.items():
         if not isinstance(value, Mapping):
             raise ConfigError(f"[{key}] must be a table, got {type(value).__name__} {value!r}")

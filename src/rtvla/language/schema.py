@@ -131,6 +131,12 @@ class Capabilities(BaseModel):
     max_speed: float = Field(default=1.0, gt=0, description="max base speed, m/s")
     workspace: Workspace = Field(default_factory=Workspace)
     synonyms: dict[str, str] = Field(default_factory=dict)
+    # What the embodiment can do: a robot without a base (or without a map to drive by)
+    # cannot navigate, one without an arm cannot manipulate; the reason says why.
+    can_navigate: bool = True
+    navigate_reason: str = ""
+    can_manipulate: bool = True
+    manipulate_reason: str = ""
 
     _phrases: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -474,6 +480,10 @@ def validate_plan(plan: Plan, capabilities: Capabilities, *, robot_place: str | 
         where = f"action {i} ({action.type})"
         p = action.parameters
         if isinstance(p, NavigateParams):
+            if not caps.can_navigate:
+                raise PlanValidationError(
+                    f"{where}: this robot cannot navigate ({caps.navigate_reason or 'no mobile base'})"
+                )
             if p.max_speed is not None and p.max_speed > caps.max_speed:
                 raise PlanValidationError(
                     f"{where}: max_speed {p.max_speed} m/s exceeds the limit {caps.max_speed} m/s"
@@ -499,6 +509,10 @@ def validate_plan(plan: Plan, capabilities: Capabilities, *, robot_place: str | 
                     f"{where}: unknown target {p.target!r}; known: {', '.join(names)}"
                 )
         elif isinstance(p, ManipulateParams):
+            if not caps.can_manipulate:
+                raise PlanValidationError(
+                    f"{where}: this robot cannot manipulate ({caps.manipulate_reason or 'no arm'})"
+                )
             if p.object not in caps.objects:
                 raise PlanValidationError(
                     f"{where}: unknown object {p.object!r}; known objects: {', '.join(caps.objects)}"

@@ -49,6 +49,10 @@ class LLMSettings(BaseModel):
     semantic_cache: bool = False
     semantic_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
     fallback: Literal["rules", "none"] = "rules"
+    planner: str | None = Field(default=None, description="a planner part: openai, rules, an "
+                                "entry point of rtvla.planners or 'module:factory'")
+    planner_options: dict[str, Any] = Field(default_factory=dict)
+    replans: int = Field(default=1, ge=0, le=5, description="new plans asked for after a failed step")
     extra_headers: dict[str, str] = Field(default_factory=dict)
 
     @classmethod

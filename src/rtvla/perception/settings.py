@@ -69,7 +69,9 @@ class PerceptionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    detector: Literal["color", "onnx"] = "color"
+    detector: str = Field(default="color", description="color, onnx, an entry point of "
+                          "rtvla.detectors or 'module:factory'")
+    detector_options: dict[str, Any] = Field(default_factory=dict)
     model: Path | None = None
     class_names: list[str] | None = None
     input_size: tuple[int, int] | None = None
@@ -113,7 +115,14 @@ class PerceptionConfig(BaseModel):
         return PipelineSettings(**data)
 
     def build_detectors(self) -> list[Detector]:
-        """The configured detector (model files are opened here: ``ModelError`` if bad)."""
+        """The configured detector (model files are opened here: ``ModelError`` if bad); any
+        other name is a detector part (entry point or ``module:factory``) built with
+        ``[perception.detector_options]``."""
+        if self.detector not in ("color", "onnx"):
+            from rtvla import parts
+
+            det = parts.build("detector", self.detector, self.detector_options, expect=Detector)
+            return [det]
         if self.detector == "onnx":
             from rtvla.perception.onnx_detector import OnnxDetector
 
@@ -154,6 +163,8 @@ class CamerasConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     use_cases: dict[str, _ModeModel] = Field(default_factory=dict)
+    # ``[[cameras]]`` entries (name, source, width, height, rate_hz), validated by the runtime.
+    streams: list[dict[str, Any]] = Field(default_factory=list)
     priority: list[str] | None = None
     buffered_frames: int = Field(default=2, ge=1)
     devices: dict[str, _DeviceModel] = Field(default_factory=dict)

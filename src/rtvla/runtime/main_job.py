@@ -133,7 +133,7 @@ class _Ticker:
 def _nearest_place(stack: Stack) -> str | None:
     pose = stack.robot.read_state().base_pose
     best, dist = None, math.inf
-    for name, place in stack.robot.scene.places.items():
+    for name, place in stack.embodiment.world.places.items():
         d = float(np.hypot(pose[0] - place.pose[0], pose[1] - place.pose[1]))
         if d < dist:
             best, dist = name, d
@@ -357,10 +357,16 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
         report["admission"] = stack.admission
         report["cgroups"] = stack.cgroups
         report["perception"] = stack.pipeline.stats()
-        report["navigation"] = stack.navigator.stats()
+        if len(stack.pipelines) > 1:
+            report["cameras"] = {cam.name: {"source": str(cam.source.__class__.__name__),
+                                            "pipeline": pipe.name, **pipe.stats()}
+                                 for cam, pipe in zip(stack.cameras, stack.pipelines)}
+        report["navigation"] = stack.navigator.stats() if stack.navigator is not None else None
+        report["embodiment"] = stack.embodiment.describe()
         report["planner"] = stack.planner.stats()
+        robot_stats = getattr(stack.robot, "stats", None)
         report["simulation"] = ((stack.control_final or {}).get("robot") if stack.control_in_process
-                                else _as_dict(stack.robot.stats()))
+                                else _as_dict(robot_stats()) if callable(robot_stats) else None)
         report["system"] = stack.monitor.summary()
         report["resources"] = stack.allocator.utilization()
     else:

@@ -47,7 +47,7 @@ class RuntimeSettings(BaseModel):
             raise ConfigError(format_validation_error("runtime", exc)) from None
 
 
-def _validators() -> dict[str, Callable[[dict[str, Any]], Any]]:
+def _validators(cfg: Config) -> dict[str, Callable[[dict[str, Any]], Any]]:
     from rtvla.action.control import ControlSettings
     from rtvla.action.navigation import NavigatorConfig
     from rtvla.action.skills import SkillSettings
@@ -55,7 +55,7 @@ def _validators() -> dict[str, Callable[[dict[str, Any]], Any]]:
     from rtvla.language.settings import LLMSettings
     from rtvla.perception.settings import CamerasConfig, PerceptionConfig
     from rtvla.resources.config import ResourcesConfig
-    from rtvla.robots.sim.settings import parse_sim_settings
+    from rtvla.runtime.wiring import validate_parts
 
     return {
         "runtime": RuntimeSettings.from_section,
@@ -65,7 +65,9 @@ def _validators() -> dict[str, Callable[[dict[str, Any]], Any]]:
         "perception": PerceptionConfig.from_section,
         "cameras": CamerasConfig.from_section,
         "llm": LLMSettings.from_mapping,
-        "robot": parse_sim_settings,
+        # Every part (robot, planner, detector) resolved and its options validated by the
+        # part's own model, without building anything.
+        "robot": lambda _table: validate_parts(cfg),
         "resources": ResourcesConfig.from_section,
         "adapt": AdaptConfig.from_section,
     }
@@ -78,8 +80,8 @@ def validate_sections(cfg: Config) -> list[str]:
     """
     problems: list[str] = []
     checked = []
-    for name, validate in _validators().items():
-        if name not in cfg.sections:
+    for name, validate in _validators(cfg).items():
+        if name not in cfg.sections and name != "robot":  # the robot part is always checked
             continue
         checked.append(name)
         try:

@@ -37,7 +37,7 @@ from rtvla.action.control import ControlLoop, ControlSettings
 from rtvla.action.control_process import ControlProcess
 from rtvla.action.executor import Progress, TaskExecutor
 from rtvla.action.navigation import Navigator, NavigatorConfig
-from rtvla.action.skills import SceneInfo, SetpointWriter, SkillContext, SkillSettings
+from rtvla.action.skills import SetpointWriter, SkillContext, SkillSettings
 from rtvla.action.world import WorldModel, labels_for_scene
 from rtvla.adapt import AdaptConfig, AdaptiveOptimizer
 from rtvla.channels import LatestValue
@@ -47,16 +47,21 @@ from rtvla.language import Capabilities, LLMSettings, PlanningService
 from rtvla.metrics import Recorder
 from rtvla.perception import PerceptionConfig, VisionPipeline
 from rtvla.resources import PsutilSampler, ResourceAllocator, ResourcesConfig, SystemMonitor
-from rtvla.robots.sim import (
-    SimCamera,
-    build_sim_robot,
-    parse_sim_settings,
-)
-from rtvla.robots.sim.settings import scene_with_overrides
+from rtvla.robots.embodiment import Embodiment
 from rtvla.runtime.admission import admit, cgroup_limits, cgroup_release, pin_current_thread
-from rtvla.runtime.remote_sim import ProcessSetpoints, RemoteSimRobot, sim_telemetry, telemetry_size
+from rtvla.runtime.remote_robot import ProcessSetpoints, RemoteRobot
 from rtvla.runtime.settings import RuntimeSettings, validate_sections
 from rtvla.runtime.supervisor import Supervisor
+from rtvla.runtime.wiring import (
+    OpenedCamera,
+    build_embodiment,
+    build_planner,
+    camera_specs,
+    capabilities_for,
+    color_classes,
+    open_cameras,
+    scene_info,
+)
 
 __all__ = ["Stack"]
 
@@ -110,19 +115,30 @@ def _pin_control(settings: ControlSettings, table: dict[str, Any]) -> ControlSet
     return settings.model_copy(update=update)
 
 
-def _scene_color_classes(scene: Any) -> list[dict[str, Any]]:
-    """Colour-detector classes named after the scene's objects and receptacles, told apart by
-    metric size where they share a colour (a 4 cm blue cube vs an 18 cm blue bin)."""
-    classes: list[dict[str, Any]] = []
-    largest: dict[str, float] = {}
-    for name, spec in scene.objects.items():
-        classes.append({"label": name, "color": spec.color,
-                        "min_size_m": 0.4 * spec.size_m, "max_size_m": 2.5 * spec.size_m})
-        largest[spec.color] = max(largest.get(spec.color, 0.0), spec.size_m)
-    for name, spec in scene.receptacles.items():
-        classes.append({"label": name, "color": spec.color,
-                        "min_size_m": 2.5 * largest.get(spec.color, 0.04)})
-    return classes
+def _pipeline(cfg: Config, emb: Embodiment, cam: OpenedCamera, recorder: Recorder, *,
+              primary: bool) -> VisionPipeline:
+    """A latest-frame pipeline for one camera: measured as ``perception`` (the first) or
+    ``perception.<camera>`` (sub-components inherit perception's budget)."""
+    ptable = cfg.section("perception")
+    if "color_classes" not in ptable and ptable.get("detector", "color") == "color":
+        ptable["color_classes"] = color_classes(emb.world)
+    pcfg = PerceptionConfig.from_section(ptable)
+    size = _camera_size(cam)
+    if "resolutions" not in cfg.section("perception") and size is not None:
+        w, h = size  # quality levels relative to what the camera delivers: never upscale
+        pcfg = pcfg.model_copy(update={"resolutions": [(w, h), (w * 3 // 4, h * 3 // 4), (w // 2, h // 2)]})
+    name = "perception" if primary else f"perception.{cam.name}"
+    return VisionPipeline(cam.source, pcfg.build_detectors(), settings=pcfg.pipeline_settings(),
+                          recorder=recorder, budget=cfg.budget("perception"), rate_hz=pcfg.rate_hz,
+                          own_source=False, name=name)
+
+
+def _camera_size(cam: OpenedCamera) -> tuple[int, int] | None:
+    intr = cam.intrinsics
+    if intr is not None and getattr(intr, "width", None) and getattr(intr, "height", None):
+        return int(intr.width), int(intr.height)
+    w, h = getattr(cam.source, "width", None), getattr(cam.source, "height", None)
+    return (int(w), int(h)) if w and h else None
 
 
 def _default_ladder(pipeline: VisionPipeline, planner: PlanningService) -> list[dict[str, Any]]:
@@ -143,12 +159,14 @@ class Stack:
     cfg: Config
     settings: RuntimeSettings
     recorder: Recorder
-    robot: Any  # SimRobot (thread placement) or RemoteSimRobot (process placement)
-    camera: SimCamera
+    robot: Any  # the plug-in's Robot (thread placement) or a RemoteRobot (process placement)
+    embodiment: Embodiment
+    cameras: list[OpenedCamera]
     setpoints: Any  # LatestValue, or ProcessSetpoints into the control process
     control: Any  # ControlLoop (thread) or ControlProcess (process)
-    pipeline: VisionPipeline
-    navigator: Navigator
+    pipeline: VisionPipeline  # the first camera's (it feeds the world model)
+    pipelines: list[VisionPipeline]
+    navigator: Navigator | None  # None for a robot without a base or a map
     world: WorldModel
     executor: TaskExecutor
     planner: PlanningService
@@ -166,6 +184,7 @@ class Stack:
     affinity: dict[str, Any] = field(default_factory=dict)
     admission: dict[str, Any] = field(default_factory=dict)
     cgroups: dict[str, Any] = field(default_factory=dict)
+    llm: LLMSettings | None = None
     _started: list[str] = field(default_factory=list)
     _old_switch: float | None = None
     _orig_affinity: list[int] | None = None
@@ -184,7 +203,8 @@ class Stack:
         model: str | None = None,
         stop_event: threading.Event | None = None,
     ) -> Stack:
-        """Validate every section, then construct (not start) the whole stack."""
+        """Validate every section and resolve every part, then construct (not start) the
+        whole stack around the robot plug-in's :class:`Embodiment`."""
         validate_sections(cfg)
         settings = RuntimeSettings.from_section(cfg.section("runtime"))
         llm_table = cfg.section("llm")
@@ -195,67 +215,60 @@ class Stack:
         llm = LLMSettings.from_mapping(llm_table)
         stop = stop_event or threading.Event()
 
-        robot_table = cfg.section("robot")
-        # Software rendering (no GPU) costs ~30 ms per 640x480 RGB-D frame; 320x240 keeps the
-        # simulated camera at 30 Hz beside everything else on two cores.
-        robot_table.setdefault("camera", {"width": 320, "height": 240})
-        robot_settings = parse_sim_settings(robot_table)
+        emb = build_embodiment(cfg, recorder)
         ctl_settings = ControlSettings.from_config(cfg)
         control_rate = cfg.budget("control").rate_hz or 100.0
         process: ControlProcess | None = None
-        if ctl_settings.placement == "process":
-            ctl_settings = _pin_control(ctl_settings, cfg.section("control"))
-            scene = scene_with_overrides(robot_settings)
-            robot: Any = RemoteSimRobot(scene)
-            process = ControlProcess(
-                functools.partial(build_sim_robot, robot_settings), robot.limits.dof,
-                settings=ctl_settings, rate_hz=control_rate, telemetry=sim_telemetry,
-                telemetry_size=telemetry_size(scene),
-            )
-            robot.process = process
-        else:
-            robot = build_sim_robot(robot_settings, recorder=recorder)
-            robot.connect()
+        placement_note = None
+        if ctl_settings.placement == "process" and not emb.process_safe:
+            placement_note = (f"robot {emb.name!r} cannot be built in a child process "
+                              "(process_safe = False): control runs in a thread of this process")
+            ctl_settings = ctl_settings.model_copy(update={"placement": "thread"})
         try:
-            cam = robot_settings.camera
-            camera = SimCamera(
-                robot if process is None else None, scene=robot.scene,
-                qpos_fn=robot.qpos_snapshot, width=cam.width, height=cam.height,
-                rate_hz=cam.rate_hz, depth=cam.depth, threaded=cam.threaded, recorder=recorder,
-            )
-            if process is not None:
+            if ctl_settings.placement == "process":
+                assert emb.process_factory is not None  # Embodiment checks process_safe
+                ctl_settings = _pin_control(ctl_settings, cfg.section("control"))
+                tel = emb.telemetry
+                process = ControlProcess(
+                    emb.process_factory, emb.robot.limits.dof, settings=ctl_settings,
+                    rate_hz=control_rate, telemetry=tel.write if tel is not None else None,
+                    telemetry_size=tel.size if tel is not None else 0,
+                )
+                emb = emb.hosted(RemoteRobot(emb.robot, process, tel), process.latest_telemetry)
                 setpoints: Any = ProcessSetpoints(process)
                 control: Any = process
             else:
+                emb.robot.connect()
                 setpoints = LatestValue("setpoints")
-                control = ControlLoop(robot, setpoints, recorder=recorder, settings=ctl_settings,
+                control = ControlLoop(emb.robot, setpoints, recorder=recorder, settings=ctl_settings,
                                       budget=cfg.budget("control"))
-            ptable = cfg.section("perception")
-            if "color_classes" not in ptable and ptable.get("detector", "color") == "color":
-                ptable["color_classes"] = _scene_color_classes(robot.scene)
-            pcfg = PerceptionConfig.from_section(ptable)
-            w, h = robot_settings.camera.width, robot_settings.camera.height
-            if "resolutions" not in cfg.section("perception"):
-                # Quality levels relative to what the camera delivers: never upscale.
-                pcfg = pcfg.model_copy(update={"resolutions": [(w, h), (w * 3 // 4, h * 3 // 4), (w // 2, h // 2)]})
-            pipeline = VisionPipeline(camera, pcfg.build_detectors(), settings=pcfg.pipeline_settings(),
-                                      recorder=recorder, budget=cfg.budget("perception"),
-                                      rate_hz=pcfg.rate_hz, own_source=False)
-            navigator = Navigator.for_sim(robot, setpoints, recorder=recorder,
-                                          config=NavigatorConfig.from_section(cfg.section("navigation")))
-            world = WorldModel(pipeline.channel, camera.camera_pose_world,
-                               labels=labels_for_scene(robot.scene))
+            robot = emb.robot
+            cams = open_cameras(camera_specs(cfg, emb), emb)
+            if not cams:
+                raise RuntimeStackError(f"robot {emb.name!r} carries no camera and [[cameras]] names none")
+            pipelines = [_pipeline(cfg, emb, cam, recorder, primary=i == 0) for i, cam in enumerate(cams)]
+            pipeline = pipelines[0]
+            primary = cams[0]
+            if primary.pose_fn is None:
+                raise RuntimeStackError(f"camera {primary.name!r}: the first camera must be one the robot "
+                                        "carries (its pose places detections in the world)")
+            navigator = None
+            if emb.has_base and emb.world.map is not None:
+                navigator = Navigator(emb.world.map, robot, setpoints, recorder=recorder,
+                                      places={n: pl.pose for n, pl in emb.world.places.items()},
+                                      config=NavigatorConfig.from_section(cfg.section("navigation")),
+                                      budget=cfg.budget("navigation"))
+            world = WorldModel(pipeline.channel, primary.pose_fn, labels=labels_for_scene(emb.world))
             ctx = SkillContext(
                 read_state=robot.read_state, setpoints=SetpointWriter(setpoints), navigator=navigator,
-                kinematics=robot.kinematics, world=world, scene=SceneInfo.from_sim(robot),
+                kinematics=emb.kinematics, world=world, scene=scene_info(emb.world),
                 settings=SkillSettings.from_section(cfg.section("executor")), recorder=recorder,
                 on_say=lambda text: recorder.event("communication", "say", text),
             )
             stack_progress: list[Progress] = []
             executor = TaskExecutor(ctx)
-            capabilities = Capabilities.from_scene(robot.scene)
-            planner = PlanningService.from_settings(llm, recorder=recorder, capabilities=capabilities,
-                                                    deadline_s=llm.deadline(cfg))
+            capabilities = capabilities_for(emb)
+            planner = build_planner(llm, cfg, capabilities, recorder)
             rcfg = _resources_config(cfg.section("resources"), control_in_process=process is not None)
             sampler = PsutilSampler()
             monitor = rcfg.build_monitor(sampler, recorder=recorder)
@@ -266,16 +279,20 @@ class Stack:
             optimizer = (AdaptiveOptimizer.from_config(acfg, [pipeline, planner], recorder, monitor)
                          if acfg.enabled else None)
         except BaseException:
-            if process is None:
-                robot.close()
+            emb.close()
             raise
         supervisor = Supervisor(recorder)
-        stack = cls(cfg, settings, recorder, robot, camera, setpoints, control, pipeline, navigator,
-                    world, executor, planner, capabilities, monitor, allocator, optimizer, supervisor,
-                    stop, stack_progress)
+        stack = cls(cfg, settings, recorder, robot, emb, cams, setpoints, control, pipeline, pipelines,
+                    navigator, world, executor, planner, capabilities, monitor, allocator, optimizer,
+                    supervisor, stop, stack_progress)
         stack.resources_cfg = rcfg
-        # The detector's worker threads are perception's CPU too, and run where it runs.
-        pipeline.on_worker_start = lambda: stack._pin("perception")
+        stack.llm = llm
+        if placement_note is not None:
+            recorder.event("control", "placement", placement_note)
+            logger.warning("%s", placement_note)
+        for pipe in pipelines:
+            # The detector's worker threads are perception's CPU too, and run where it runs.
+            pipe.on_worker_start = functools.partial(stack._pin, pipe.name)
         executor.on_progress = stack._progress
         supervisor.on_critical_failure = stack._critical_failure
         return stack
@@ -386,17 +403,23 @@ class Stack:
             self._start_control_process(timeout)
         self._old_switch = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
-        self.camera.open()
-        self._started.append("camera")
+        self._started.append("camera")  # before opening: a half-opened set is closed on stop
+        for cam in self.cameras:
+            try:
+                cam.source.open()
+            except Exception as exc:
+                raise RuntimeStackError(f"camera {cam.name!r} could not be opened: {exc}") from exc
         sup = self.supervisor
         if self.control_in_process:
             sup.add("control", self._watch_control_process, critical=True, on_fault=self._stop_robot)
         else:
             sup.add("control", self._unit(self.control), critical=True, on_fault=self._stop_robot,
                     stop=self.control.stop)
-        sup.add("perception", self._unit(self.pipeline), critical=True, stop=self.pipeline.stop)
-        sup.add("navigation", self._unit(self.navigator), critical=True, on_fault=self._stop_robot,
-                stop=self.navigator.stop)
+        for pipe in self.pipelines:
+            sup.add(pipe.name, self._unit(pipe), critical=True, stop=pipe.stop)
+        if self.navigator is not None:
+            sup.add("navigation", self._unit(self.navigator), critical=True, on_fault=self._stop_robot,
+                    stop=self.navigator.stop)
         sup.start()
         self._started.append("supervisor")
         self.monitor.start()
@@ -404,10 +427,10 @@ class Stack:
         if self.optimizer is not None:
             self.optimizer.start()
             self._started.append("optimizer")
-        try:
-            self.camera.wait_frame(timeout=timeout)
-        except TimeoutError as exc:
-            raise RuntimeStackError(f"the camera delivered no frame within {timeout:g} s") from exc
+        for pipe in self.pipelines[1:]:
+            if pipe.channel.wait_newer(0, timeout=timeout) is None:
+                raise RuntimeStackError(f"{pipe.name} published nothing within {timeout:g} s "
+                                        "(its camera delivered no frame)")
         if self.pipeline.channel.wait_newer(0, timeout=timeout) is None:
             raise RuntimeStackError(f"perception published nothing within {timeout:g} s")
 
@@ -441,6 +464,13 @@ class Stack:
             self._orig_affinity = None  # nothing to restore
         self.recorder.event("runtime", "affinity", f"control process on CPUs {self.affinity['control']}; "
                             f"main process on {self.affinity['main']}", **self.affinity)
+
+    def _close_cameras(self) -> None:
+        for cam in self.cameras:
+            try:
+                cam.source.close()
+            except Exception as exc:
+                logger.warning("camera %s close failed: %s", cam.name, exc)
 
     def control_stats(self) -> dict[str, Any]:
         """The control loop's figures (from the control process once it has stopped)."""
@@ -476,7 +506,7 @@ class Stack:
         if "supervisor" in self._started:
             stuck = timed("supervisor", self.supervisor.stop)
         if "camera" in self._started:
-            timed("camera", self.camera.close)
+            timed("camera", self._close_cameras)
         timed("planner", self.planner.close)
         if "control_process" in self._started:
             proc = self.control
@@ -490,8 +520,9 @@ class Stack:
                                     exit=proc.exitcode)
                 if proc.lost_reason is None:
                     stuck.append("control")
-        elif not self.control_in_process:
-            timed("robot_close", self.robot.close)
+        if self._started or not self.control_in_process:
+            # Cameras (again, harmlessly), then the robot unless the control process owns it.
+            timed("embodiment", self.embodiment.close)
         for info in self.cgroups.values():
             cgroup_release(info)
         if self._started:
