@@ -72,11 +72,28 @@ def validate_token(key: str) -> dict[str, Any]:
     return out
 
 
-def encode_attachment(seq: int, stamp_ns: int, gid: bytes) -> bytes:
+def encode_attachment(seq: int, stamp_ns: int, gid: bytes, *, keyed: bool = False) -> bytes:
+    if keyed:
+        return (b"\x0fsequence_number" + struct.pack("<q", seq) + b"\x10source_timestamp"
+                + struct.pack("<q", stamp_ns) + b"\x0asource_gid\x10" + gid)
     return ATTACHMENT.pack(seq, stamp_ns, 16, gid)
 
 
 def decode_attachment(raw: bytes) -> tuple[int, int, bytes]:
+    """The current 33-byte layout, or the keyed one of rmw_zenoh_cpp < 0.2.4 (each field after
+    its name, strings and the GID with a one-byte length)."""
+    if raw[:16] == b"\x0fsequence_number":
+        out, pos = [], 0
+        for name, size in ((b"sequence_number", 8), (b"source_timestamp", 8), (b"source_gid", None)):
+            assert raw[pos] == len(name) and raw[pos + 1:pos + 1 + len(name)] == name, raw.hex()
+            pos += 1 + len(name)
+            if size is None:
+                assert raw[pos] == 16
+                size, pos = 16, pos + 1
+            out.append(raw[pos:pos + size])
+            pos += size
+        assert pos == len(raw) == 77, raw.hex()
+        return struct.unpack("<q", out[0])[0], struct.unpack("<q", out[1])[0], out[2]
     assert len(raw) == ATTACHMENT.size == 33, f"attachment of {len(raw)} B"
     seq, stamp, n, gid = ATTACHMENT.unpack(raw)
     assert n == 16
@@ -89,6 +106,7 @@ class Received:
     seq: int
     stamp_ns: int
     gid: bytes
+    attachment_size: int = 33
 
 
 class Recording:
@@ -106,10 +124,11 @@ class Recording:
             with self._cond:
                 self.rejected += 1
             return
-        seq, stamp, gid = decode_attachment(sample.attachment.to_bytes())
+        raw = sample.attachment.to_bytes()
+        seq, stamp, gid = decode_attachment(raw)
         msg = self.peer.store.deserialize_cdr(sample.payload.to_bytes(), self.ros_type)
         with self._cond:
-            self.samples.append(Received(msg, seq, stamp, gid))
+            self.samples.append(Received(msg, seq, stamp, gid, len(raw)))
             self._cond.notify_all()
 
     def wait(self, n: int, timeout: float = 20.0) -> list[Received]:
@@ -136,10 +155,10 @@ class Publisher:
         """Block until a subscriber on the key is reachable."""
         return self._matched.wait(timeout)
 
-    def publish(self, msg: Any, *, attachment: bool = True) -> None:
+    def publish(self, msg: Any, *, attachment: bool = True, keyed: bool = False) -> None:
         self.seq += 1
         payload = bytes(self.peer.store.serialize_cdr(msg, self.ros_type, little_endian=True))
-        att = encode_attachment(self.seq, time.time_ns(), self.gid) if attachment else None
+        att = encode_attachment(self.seq, time.time_ns(), self.gid, keyed=keyed) if attachment else None
         self._pub.put(payload, attachment=att)
 
 

@@ -167,6 +167,7 @@ def test_forward_controller_float64_multiarray(driver_port) -> None:
     driver = FakeDriver(session, float64=True)
     robot = parts.build("robot", "ros2", {
         "joint_names": JOINTS, "q_min": [-1, -1, -1], "q_max": [1, 1, 1], "has_base": False,
+        "attachment": "keyed",  # as an older rmw_zenoh_cpp sends it; the driver reads either
         "connect": [f"tcp/127.0.0.1:{port}"], "state_timeout_s": 20.0,
         "command_topic": "/forward_position_controller/commands",
         "command_type": "std_msgs/msg/Float64MultiArray"})
@@ -179,7 +180,9 @@ def test_forward_controller_float64_multiarray(driver_port) -> None:
             robot.send_command(RobotCommand(stamp_ns=0, base_vel=np.array([0.1, 0, 0])))
         with pytest.raises(CommandRejected, match="position"):
             robot.send_command(RobotCommand(stamp_ns=0, mode=CommandMode.VELOCITY, arm=np.zeros(3)))
-        np.testing.assert_allclose(driver.commands.wait(1)[0].msg.data, [0.2, 0.1, 0.0])
+        first = driver.commands.wait(1)[0]
+        np.testing.assert_allclose(first.msg.data, [0.2, 0.1, 0.0])
+        assert first.attachment_size == 77 and first.seq == 1  # the keyed layout
     finally:
         robot.close()
         driver.close()

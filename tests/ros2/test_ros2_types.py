@@ -109,6 +109,19 @@ def test_attachment_is_pinned() -> None:
     assert Attachment.decode(raw) == att
 
 
+def test_keyed_attachment_of_older_rmw_zenoh_is_pinned() -> None:
+    # rmw_zenoh_cpp < 0.2.4: ze_serializer str "sequence_number", int64, str "source_timestamp",
+    # int64, str "source_gid", buf (ros2/rmw_zenoh#600, #601)
+    att = Attachment(1, 2, bytes(range(16)))
+    raw = att.encode("keyed")
+    assert raw.hex() == ("0f" + b"sequence_number".hex() + "0100000000000000"
+                         "10" + b"source_timestamp".hex() + "0200000000000000"
+                         "0a" + b"source_gid".hex() + "10000102030405060708090a0b0c0d0e0f")
+    assert len(raw) == 77 and Attachment.decode(raw) == att
+    with pytest.raises(Ros2Error, match="layout"):
+        att.encode("json")
+
+
 def test_malformed_attachments_are_refused() -> None:
     good = Attachment(5, 6, bytes(16)).encode()
     with pytest.raises(Ros2Error, match="33 bytes"):

@@ -71,6 +71,8 @@ class Ros2RobotOptions(BaseModel):
 
     domain_id: int = Field(default=0, ge=0, le=232)
     distro: Literal["jazzy", "humble"] = "jazzy"
+    attachment: Literal["positional", "keyed"] = Field(
+        default="positional", description="'keyed' for rmw_zenoh_cpp older than 0.2.4")
     node_name: str = "rtvla_robot"
     namespace: str = "/"
     joint_states_topic: str = "/joint_states"
@@ -206,7 +208,7 @@ class Ros2Robot:
                                  f"listen={o.listen}): {exc}") from exc
         try:
             node = Ros2Node(self._session, o.node_name, namespace=o.namespace, domain_id=o.domain_id,
-                            distro=o.distro, clock=self.clock, ids=self._ids)
+                            distro=o.distro, clock=self.clock, ids=self._ids, attachment=o.attachment)
             self._node = node
             self._states = node.subscription(o.joint_states_topic, JOINT_STATE)
             self._cmd_pub = node.publisher(o.command_topic, o.command_type)

@@ -9,7 +9,7 @@ Follows ros2/rmw_zenoh ``docs/design.md`` (Jazzy and later; Humble's keys withou
 
 from __future__ import annotations
 
-from rtvla.ros2.attachment import ATTACHMENT_SIZE, GID_SIZE, Attachment, gid_for
+from rtvla.ros2.attachment import ATTACHMENT_SIZE, GID_SIZE, Attachment, AttachmentLayout, gid_for
 from rtvla.ros2.bridge import (
     BaseVelocityCommand,
     BridgeTopics,
@@ -47,6 +47,7 @@ __all__ = [
     "GID_SIZE",
     "HUMBLE_TYPE_HASH",
     "Attachment",
+    "AttachmentLayout",
     "BaseVelocityCommand",
     "BridgeTopics",
     "Durability",

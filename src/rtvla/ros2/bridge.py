@@ -110,7 +110,8 @@ class Ros2Bridge:
     """Publishes a run's state to ROS 2 and receives ``cmd_vel`` and instructions from it.
 
     ``session`` is an open Zenoh session (borrowed, not closed); ``ids``: share one
-    :class:`~rtvla.ros2.node.EntityIds` with other nodes on that session. ``on_cmd_vel`` and
+    :class:`~rtvla.ros2.node.EntityIds` with other nodes on that session; ``attachment``: the
+    layout sent (see :class:`~rtvla.ros2.node.Ros2Node`). ``on_cmd_vel`` and
     ``on_instruction`` run on Zenoh's thread: keep them short (publish to a channel).
     """
 
@@ -122,7 +123,7 @@ class Ros2Bridge:
                  cameras: Sequence[str] = ("camera",), compressed: bool = False, jpeg_quality: int = 90,
                  image_qos: Qos = Qos.sensor_data(),
                  clock: Clock = MONOTONIC, wall_clock_ns: Callable[[], int] = time.time_ns,
-                 ids: EntityIds | None = None) -> None:
+                 ids: EntityIds | None = None, attachment: str = "positional") -> None:
         check_domain_id(domain_id)
         if isinstance(joint_names, str) or not all(isinstance(n, str) and n for n in joint_names):
             raise Ros2Error(f"bridge joint_names must be a list of non-empty names, got {joint_names!r}")
@@ -139,7 +140,8 @@ class Ros2Bridge:
         self.on_instruction = on_instruction
         self.types = MessageTypes(distro)
         self.node = Ros2Node(session, node_name, namespace=namespace, domain_id=domain_id,
-                             types=self.types, clock=clock, wall_clock_ns=wall_clock_ns, ids=ids)
+                             types=self.types, clock=clock, wall_clock_ns=wall_clock_ns, ids=ids,
+                             attachment=attachment)  # type: ignore[arg-type]
         self._lock = threading.Lock()
         self._cmd_seq = 0
         self._latest_cmd: BaseVelocityCommand | None = None

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtvla.errors import Ros2Error
-from rtvla.ros2.attachment import Attachment, gid_for
+from rtvla.ros2.attachment import KEYED, POSITIONAL, Attachment, AttachmentLayout, gid_for
 from rtvla.ros2.keys import dds_type_name, fully_qualified_name, normalize_namespace, topic_key
 from rtvla.ros2.liveliness import Durability, Entity, EntityKind, History, Qos, Reliability
 from rtvla.ros2.types import MessageTypes
@@ -175,7 +175,7 @@ class Ros2Publisher(_Endpoint):
             if self._closed:
                 raise Ros2Error(f"publisher on {self.topic} is closed")
             self._seq += 1
-            att = Attachment(self._seq, self.node.wall_clock_ns(), self.gid).encode()
+            att = Attachment(self._seq, self.node.wall_clock_ns(), self.gid).encode(self.node.attachment)
             self._pub.put(payload, attachment=att)
             return self._seq
 
@@ -291,13 +291,18 @@ class Ros2Node:
 
     ``session`` is an open Zenoh session that the node borrows (it does not close it).
     ``wall_clock_ns`` stamps the attachment's source timestamp, which rmw_zenoh defines as
-    ns since the UNIX epoch; ``clock`` stamps arrivals (monotonic).
+    ns since the UNIX epoch; ``clock`` stamps arrivals (monotonic). ``attachment``: the layout
+    to send, ``"positional"`` (rmw_zenoh_cpp 0.2.4 and later) or ``"keyed"`` (older releases);
+    both are accepted on receipt.
     """
 
     def __init__(self, session: Any, name: str, *, namespace: str = "/", domain_id: int = 0,
                  distro: str = "jazzy", enclave: str = "/", clock: Clock = MONOTONIC,
                  wall_clock_ns: Callable[[], int] = time.time_ns, ids: EntityIds | None = None,
-                 types: MessageTypes | None = None) -> None:
+                 types: MessageTypes | None = None, attachment: AttachmentLayout = POSITIONAL) -> None:
+        if attachment not in (POSITIONAL, KEYED):
+            raise Ros2Error(f"attachment layout must be {POSITIONAL!r} or {KEYED!r}, got {attachment!r}")
+        self.attachment = attachment
         self.session = session
         self.name = name
         self.namespace = normalize_namespace(namespace)
