@@ -6,7 +6,17 @@ import logging
 
 import typer
 
-from rtvla.cli import bench_timing, channels, config_cmd, control, parts, perceive, plan, run
+from rtvla.cli import (
+    bench_timing,
+    channels,
+    config_cmd,
+    control,
+    parts,
+    perceive,
+    plan,
+    record,
+    run,
+)
 
 __all__ = ["app", "bench_app", "main"]
 
@@ -23,7 +33,7 @@ app.add_typer(bench_app, name="bench")
 
 # Every module here defines register(app, bench_app). Commands import their heavy
 # dependencies (MuJoCo, ONNX Runtime, OpenCV) inside the command, so `rtvla --help` is quick.
-for _mod in (config_cmd, bench_timing, perceive, plan, control, channels, run, parts):
+for _mod in (config_cmd, bench_timing, perceive, plan, control, channels, run, parts, record):
     _mod.register(app, bench_app)
 
 
