@@ -82,7 +82,8 @@ def run_workload(seconds: float, *, record_dir: Path | None, settings: RecordSet
                 sw, sh = settings.scene_view_size
                 renderers["scene"] = SceneView(robot.model, robot.qpos_snapshot, width=sw, height=sh)
             video = EpisodeVideo(record_dir / "episode.mp4", sources=["head"], renderers=renderers,
-                                 fps=settings.video_fps, height=h, crf=settings.video_crf) \
+                                 fps=settings.video_fps, height=h, crf=settings.video_crf,
+                                 render_hz=settings.scene_view_hz) \
                 if settings.video else None
             taps = RecordTaps(record, video=video, camera=camera, robot=robot,
                               frames=SimFrames(robot.model, robot.qpos_snapshot, robot.scene),

@@ -142,7 +142,8 @@ class _Episode:
     """One lock-step episode recording into ``writer``."""
 
     def __init__(self, writer: LeRobotDatasetWriter, task: str, fps: int, camera_size: tuple[int, int],
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, on_second: Callable[[float], None] | None = None) -> None:
+        self.on_second = on_second
         self.clock = FakeClock(1_000_000_000)
         self.recorder = Recorder(clock=self.clock)
         self.robot = SimRobot(load_scene(), lockstep=True, clock=self.clock)
@@ -180,6 +181,8 @@ class _Episode:
         if now_ns < self._next_frame_ns:
             return
         self._next_frame_ns += self._frame_ns
+        if self.on_second is not None and self.writer.frames % self.fps == 0:
+            self.on_second(self.driver.sim_time_s)
         frame = self.camera.read()
         if frame is None:
             raise RecordError("the simulated camera delivered no frame")
@@ -227,12 +230,14 @@ def record_episodes(
     camera_size: tuple[int, int] = (320, 240),
     timeout_s: float = 120.0,
     progress: Callable[[int, EpisodeOutcome | None], None] | None = None,
+    on_second: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``task`` ``episodes`` times and write the kept ones to the dataset at ``out``.
 
     Episode ``i`` places the objects with seed ``(seed, i)``, so a run is reproducible and
     a later call with another ``seed`` adds different placements. ``progress(i, None)``
-    is called when episode ``i`` starts and ``progress(i, outcome)`` when it ends.
+    is called when episode ``i`` starts and ``progress(i, outcome)`` when it ends;
+    ``on_second(sim_time_s)`` once per simulated second (a progress bar's heartbeat).
     Returns the summary (per-episode outcomes, kept count, the dataset's ``info.json``).
     """
     if episodes < 1:
@@ -252,7 +257,7 @@ def record_episodes(
                 progress(i, None)
             rng = np.random.default_rng([seed, i])
             t0 = time.perf_counter()
-            ep = _Episode(writer, task, int(fps), camera_size, rng)
+            ep = _Episode(writer, task, int(fps), camera_size, rng, on_second)
             try:
                 success, reason = ep.run(timeout_s)
             finally:

@@ -210,13 +210,20 @@ class EpisodeVideo:
             thread (a MuJoCo renderer owns its GL context there), after the cameras. A
             renderer with a ``close()`` is closed on that thread at the end.
         fps: video frame rate; height: every tile is scaled to it.
+        render_hz: how often the renderers run (default: every video frame).
     """
 
     def __init__(self, path: str | Path, *, sources: list[str] | None = None,
                  renderers: dict[str, Callable[[], np.ndarray]] | None = None,
-                 fps: float = 10.0, height: int = 240, crf: int = 28) -> None:
+                 fps: float = 10.0, height: int = 240, crf: int = 28,
+                 render_hz: float | None = None) -> None:
         self.sources = list(sources or [])
         self.renderers = dict(renderers or {})
+        # Software GL makes a rendered view the dearest part of the video: it may be
+        # rendered less often than the video's rate (the last image is reused between).
+        self._render_period = 1.0 / render_hz if render_hz else 0.0
+        self._next_render = 0.0
+        self._rendered: dict[str, np.ndarray] = {}
         self.height = height
         self.fps = fps
         self.writer = VideoWriter(path, fps=fps, crf=crf, queue_size=8)
@@ -239,13 +246,20 @@ class EpisodeVideo:
         if any(s not in self._latest for s in self.sources):
             return None
         images = [self._latest[s] for s in self.sources]
+        now = time.monotonic()
+        due = now >= self._next_render
+        if due:
+            self._next_render = now + self._render_period
         for name, render in self.renderers.items():
-            try:
-                images.append(render())
-            except Exception:
-                self.render_errors += 1
-                if self.render_errors == 1:
-                    logger.exception("episode video: renderer %s failed", name)
+            if due or name not in self._rendered:
+                try:
+                    self._rendered[name] = render()
+                except Exception:
+                    self.render_errors += 1
+                    if self.render_errors == 1:
+                        logger.exception("episode video: renderer %s failed", name)
+            if name in self._rendered:
+                images.append(self._rendered[name])
         return tile(images, self.height) if images else None
 
     def _run(self) -> None:
