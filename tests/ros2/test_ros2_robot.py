@@ -227,3 +227,12 @@ def test_a_quiet_driver_makes_read_state_fail(driver_port) -> None:
     finally:
         robot.close()
         driver.close()
+
+
+def test_embodiment_builds_the_robot_in_another_process_from_the_same_options() -> None:
+    from rtvla.robots.ros2 import make_embodiment
+
+    emb = make_embodiment(joint_names=JOINTS, has_base=False, domain_id=4)
+    assert emb.has_arm and not emb.has_base and emb.process_safe and emb.dof == 3
+    twin = emb.process_factory()  # what the control process does: import, validate, build
+    assert isinstance(twin, Ros2Robot) and twin.options == emb.robot.options

@@ -43,7 +43,7 @@ from rtvla.ros2.keys import fully_qualified_name, normalize_namespace
 from rtvla.ros2.node import EntityIds, Ros2Node, Ros2Sample
 from rtvla.timing import MONOTONIC, Clock
 
-__all__ = ["Ros2Robot", "Ros2RobotOptions", "make_robot"]
+__all__ = ["Ros2Robot", "Ros2RobotOptions", "make_embodiment", "make_robot"]
 
 logger = logging.getLogger(__name__)
 
@@ -379,3 +379,20 @@ def make_robot(**options: Any) -> Ros2Robot:
 
 
 make_robot.Options = Ros2RobotOptions  # type: ignore[attr-defined]  # the resolver validates with it
+
+
+def make_embodiment(**options: Any) -> Any:
+    """The ``ros2`` robot as an :class:`~rtvla.robots.embodiment.Embodiment`: it says whether
+    there is a base and lets a control process build its own Ros2Robot (its own Zenoh session)
+    from the same options."""
+    from rtvla.parts import FactoryRef
+    from rtvla.robots.embodiment import Embodiment
+
+    opts = Ros2RobotOptions(**options)
+    robot = Ros2Robot(opts)
+    return Embodiment(robot=robot, has_base=opts.has_base, has_arm=robot.limits.dof > 0, process_safe=True,
+                      process_factory=FactoryRef("rtvla.robots.ros2:make_robot", opts.model_dump()),
+                      name=f"ros2:{opts.node_name}")
+
+
+make_embodiment.Options = Ros2RobotOptions  # type: ignore[attr-defined]
