@@ -10,12 +10,27 @@ reader checks the version before and after its copy and retries on a mismatch (a
 and slot rotation makes retries rare: the writer must lap all other slots during one copy
 before it touches the slot being read.
 
+Why this holds on every CPU: the version and sequence words are read and written with the
+ordering the protocol needs, through :mod:`rtvla.channels.shm_sync`: plain stores and loads
+on x86 (TSO gives them release/acquire order), libatomic's acquire/release atomics and
+fences on weakly ordered CPUs (aarch64, armv7 and the others). ``ordering="atomic"`` runs the
+fenced variant on x86 too.
+
 Why waiting does not poll: a 32-bit wake word in the segment is a Linux futex. A publish
 bumps the word and calls ``FUTEX_WAKE``; ``wait_newer`` sleeps in ``FUTEX_WAIT`` on the value
 it saw, so the kernel wakes every waiting reader, in any process, and a publish that lands
 between the check and the sleep makes the wait return at once. Nothing is registered per
 reader, so any number of readers works, with the ``spawn`` start method too: the segment
 name in the spec is all a child needs.
+
+Why a dead writer never blocks a reader: nothing a reader waits on can be held. A writer
+killed mid-copy leaves its slot odd, but the header still names the previous, complete slot
+(the sequence number is published after the copy), so ``latest`` keeps returning that one
+and the next writer simply rewrites the odd slot. The header records the creator's and the
+last publisher's process; a ``wait_newer`` that has waited longer than a quarter second checks
+them (``kill(pid, 0)``, zombies count as dead) and returns None once either is gone, even
+with ``timeout=None``. Processes in another PID namespace cannot be checked; they are
+trusted to be alive.
 
 Usage::
 
@@ -32,30 +47,28 @@ Usage::
     ch.publish(frame)          # one copy in; returns the sequence number
     ch.close(); ch.unlink()    # or ``with ch:`` which does both for the creator
 
-Memory ordering: the seqlock relies on stores becoming visible in program order, which x86-64
-guarantees (TSO). One writer at a time: concurrent publishers in one process are serialized
-by a lock; publishers in different processes must take turns themselves.
+One writer at a time: concurrent publishers in one process are serialized by a lock;
+publishers in different processes must take turns themselves.
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import logging
 import mmap
 import os
-import platform
 import re
 import secrets
-import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rtvla.channels.base import Sample
+from rtvla.channels.shm_sync import SeqlockWords, check_ordering, get_futex, make_words
 from rtvla.errors import ChannelClosed, ChannelError
 from rtvla.timing import MONOTONIC, Clock
 
@@ -64,88 +77,52 @@ __all__ = ["SharedArrayChannel", "ShmSpec"]
 logger = logging.getLogger(__name__)
 
 _MAGIC = 0x72_74_76_6C_61_73_68_6D  # "rtvlashm"
-_LAYOUT_VERSION = 1
+_LAYOUT_VERSION = 2  # 2: creator and writer process words
 _ALIGN = 64  # cache line: keeps header words, slot table and frames on separate lines
 
-# Header words (uint64 indices).
-_H_MAGIC, _H_VERSION, _H_SLOTS, _H_NBYTES, _H_SEQ, _H_CLOSED = range(6)
+# Header words (uint64 indices). CREATOR and WRITER hold a process tag: pid | pidns << 32.
+_H_MAGIC, _H_VERSION, _H_SLOTS, _H_NBYTES, _H_SEQ, _H_CLOSED, _H_CREATOR, _H_WRITER = range(8)
 _HEADER_WORDS = 8
 _WAKE_OFFSET = 64  # byte offset of the 32-bit futex wake word
 _TABLE_OFFSET = 128  # slot table: (version, stamp_ns) pairs of uint64
 
 _MAX_READ_RETRIES = 1000  # a reader lapped this often means slots are far too few
-
-# --- futex --------------------------------------------------------------------------------
-
-_FUTEX_WAIT = 0
-_FUTEX_WAKE = 1
-_WAKE_ALL = 0x7FFFFFFF
-_SYS_FUTEX = {
-    "x86_64": 202,
-    "amd64": 202,
-    "aarch64": 98,
-    "arm64": 98,
-    "riscv64": 98,
-    "i386": 240,
-    "i686": 240,
-    "armv7l": 240,
-    "armv6l": 240,
-    "ppc64le": 221,
-    "ppc64": 221,
-    "s390x": 238,
-}
+_LIVENESS_NS = 250_000_000  # a waiting reader checks its peers' processes this often
 
 
-class _Timespec(ctypes.Structure):
-    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
+# --- peer processes ------------------------------------------------------------------------
 
 
-class _Futex:
-    """``FUTEX_WAIT``/``FUTEX_WAKE`` on a word in shared memory, through libc's ``syscall``."""
-
-    def __init__(self) -> None:
-        if not sys.platform.startswith("linux"):
-            raise ChannelError(f"SharedArrayChannel needs Linux futexes; platform is {sys.platform!r}")
-        machine = platform.machine().lower()
-        nr = _SYS_FUTEX.get(machine)
-        if nr is None:
-            raise ChannelError(f"SharedArrayChannel: no futex syscall number known for CPU {machine!r}")
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.syscall
-        fn.restype = ctypes.c_long
-        fn.argtypes = (ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint,
-                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint)
-        self._nr = nr
-        self._fn = fn
-
-    def wake_all(self, addr: int) -> None:
-        self._fn(self._nr, addr, _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
-
-    def wait(self, addr: int, expected: int, timeout_ns: int | None) -> None:
-        """Sleep while the word at ``addr`` equals ``expected``; returns on wake, change,
-        signal or timeout (the caller rechecks its condition in every case)."""
-        if timeout_ns is None:
-            ts = None
-        else:
-            spec = _Timespec(timeout_ns // 1_000_000_000, timeout_ns % 1_000_000_000)
-            ts = ctypes.byref(spec)
-        rc = self._fn(self._nr, addr, _FUTEX_WAIT, expected, ts, None, 0)
-        if rc == -1:
-            err = ctypes.get_errno()
-            if err not in (errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT):
-                raise ChannelError(f"futex wait failed: {os.strerror(err)} (errno {err})")
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino & 0xFFFFFFFF
+    except OSError:
+        return 0
 
 
-_futex: _Futex | None = None
-_futex_lock = threading.Lock()
+_PIDNS = _pid_namespace()
 
 
-def _get_futex() -> _Futex:
-    global _futex
-    with _futex_lock:
-        if _futex is None:
-            _futex = _Futex()
-        return _futex
+def _process_tag() -> int:
+    return (_PIDNS << 32) | os.getpid()
+
+
+def _tag_dead(tag: int) -> bool:
+    """Whether the process a header tag names is gone (False when it cannot be judged)."""
+    pid, ns = tag & 0xFFFFFFFF, tag >> 32
+    if pid == 0 or ns != _PIDNS or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by someone else
+    try:  # an exited child its parent has not reaped yet still answers kill(0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 # --- segment -------------------------------------------------------------------------------
@@ -263,16 +240,18 @@ def _check_layout(name: str, shape: Any, dtype: Any, slots: Any) -> tuple[tuple[
         raise ChannelError(f"channel {name!r}: slots must be an int >= 2, got {slots!r}")
     return shape_t, dt, slots
 
-
 class SharedArrayChannel:
     """A latest-value channel carrying one numpy array shape/dtype across processes.
 
     Build with :meth:`create` (the owner) or :meth:`attach` (anyone else, from ``spec``).
     Implements the :class:`~rtvla.channels.base.Channel` contract; ``latest``/``wait_newer``
     also take ``copy`` and ``out`` to read in place or into a preallocated array.
+    ``ordering`` picks how the seqlock's words are ordered (``"auto"``: plain on x86,
+    libatomic fences elsewhere; ``"atomic"``: fences everywhere; see ``shm_sync``).
     """
 
-    def __init__(self, spec: ShmSpec, mm: mmap.mmap, *, creator: bool, clock: Clock) -> None:
+    def __init__(self, spec: ShmSpec, mm: mmap.mmap, *, creator: bool, clock: Clock,
+                 ordering: str = "auto") -> None:
         self._spec = spec
         self.name = spec.name
         self.clock = clock
@@ -280,20 +259,21 @@ class SharedArrayChannel:
         self._owner_pid = os.getpid() if creator else -1
         self._closed = False
         self._unlinked = False
+        self._gone_logged = False
         self._publish_lock = threading.Lock()
         self._close_lock = threading.Lock()
-        self._futex = _get_futex()
+        self._futex = get_futex()
         self._mm: mmap.mmap | None = mm
 
         slots, nbytes = spec.slots, spec.nbytes
         stride = _round_up(nbytes)
         data_offset = _round_up(_TABLE_OFFSET + 16 * slots)
-        self._hdr: np.ndarray | None = np.frombuffer(mm, np.uint64, _HEADER_WORDS, 0)
-        self._wake_word: ctypes.c_uint32 | None = ctypes.c_uint32.from_buffer(mm, _WAKE_OFFSET)
-        self._wake_addr = ctypes.addressof(self._wake_word)
+        hdr = np.frombuffer(mm, np.uint64, _HEADER_WORDS, 0)
+        wake = ctypes.c_uint32.from_buffer(mm, _WAKE_OFFSET)
         table = np.frombuffer(mm, np.uint64, 2 * slots, _TABLE_OFFSET).reshape(slots, 2)
-        self._versions: np.ndarray | None = table[:, 0]
+        self._hdr: np.ndarray | None = hdr
         self._stamps: np.ndarray | None = table[:, 1]
+        self._words: SeqlockWords | None = make_words(ordering, hdr, _H_SEQ, table[:, 0], wake)
         # Touch every page now so the first publish/read does not pay the page faults
         # (about 1.5 ms for a 921,600 B frame): creating and attaching is setup time.
         page = mmap.PAGESIZE
@@ -315,10 +295,11 @@ class SharedArrayChannel:
 
     @classmethod
     def create(cls, name: str, shape: tuple[int, ...] | list[int] | int, dtype: Any, *,
-               slots: int = 3, clock: Clock = MONOTONIC) -> SharedArrayChannel:
+               slots: int = 3, clock: Clock = MONOTONIC, ordering: str = "auto") -> SharedArrayChannel:
         """Create a channel and its shared-memory segment; this handle owns (unlinks) it."""
         shape_t, dt, slots = _check_layout(name, shape, dtype, slots)
-        _get_futex()  # fails on a platform without futexes before anything is created
+        get_futex()  # fails on a platform without futexes before anything is created
+        check_ordering(ordering)  # and on a CPU whose ordering cannot be provided
         spec = ShmSpec(name, _segment_name(name), shape_t, dt, slots)
         size = _round_up(_TABLE_OFFSET + 16 * slots) + slots * _round_up(spec.nbytes)
         mm = _open_segment(spec.segment, size)
@@ -326,19 +307,23 @@ class SharedArrayChannel:
         hdr[_H_VERSION] = _LAYOUT_VERSION
         hdr[_H_SLOTS] = slots
         hdr[_H_NBYTES] = spec.nbytes
-        hdr[_H_MAGIC] = _MAGIC  # last: an attacher that sees the magic sees a complete header
+        hdr[_H_CREATOR] = _process_tag()
+        # Last: an attacher that sees the magic sees a complete header. (Attachers get the
+        # spec through a pipe or a process start, kernel paths that order memory fully.)
+        hdr[_H_MAGIC] = _MAGIC
         del hdr
         logger.debug("created shm channel %s (%s, %s x %d slots, segment %s)",
                      name, shape_t, dt, slots, spec.segment)
-        return cls(spec, mm, creator=True, clock=clock)
+        return cls(spec, mm, creator=True, clock=clock, ordering=ordering)
 
     @classmethod
-    def attach(cls, spec: ShmSpec, *, clock: Clock = MONOTONIC) -> SharedArrayChannel:
+    def attach(cls, spec: ShmSpec, *, clock: Clock = MONOTONIC, ordering: str = "auto") -> SharedArrayChannel:
         """Attach to a channel created elsewhere (any process) from its ``spec``."""
         if not isinstance(spec, ShmSpec):
             raise ChannelError(f"attach needs a ShmSpec, got {type(spec).__name__}")
         _check_layout(spec.name, spec.shape, spec.dtype, spec.slots)
-        _get_futex()
+        get_futex()
+        check_ordering(ordering)
         mm = _open_segment(spec.segment, None)
         hdr = np.frombuffer(mm, np.uint64, _HEADER_WORDS, 0)
         found = (int(hdr[_H_MAGIC]), int(hdr[_H_VERSION]), int(hdr[_H_SLOTS]), int(hdr[_H_NBYTES]))
@@ -350,7 +335,7 @@ class SharedArrayChannel:
                 f"segment {spec.segment!r} does not match spec of channel {spec.name!r}: "
                 f"(magic, layout, slots, frame bytes) found {found[:1] and hex(found[0])}, "
                 f"{found[1:]}, expected {hex(want[0])}, {want[1:]}")
-        return cls(spec, mm, creator=False, clock=clock)
+        return cls(spec, mm, creator=False, clock=clock, ordering=ordering)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickling a channel (e.g. as a Process argument) attaches in the receiving process.
@@ -375,6 +360,12 @@ class SharedArrayChannel:
         return self._spec.slots
 
     @property
+    def ordering(self) -> str:
+        """How this handle orders the seqlock's words: ``tso`` (x86 plain) or ``atomic``."""
+        words = self._words
+        return words.kind if words is not None else "closed"
+
+    @property
     def is_creator(self) -> bool:
         """True in the process that created the segment (not in a forked child)."""
         return self._owner_pid == os.getpid()
@@ -382,16 +373,27 @@ class SharedArrayChannel:
     @property
     def seq(self) -> int:
         """Sequence number of the newest complete sample (0 before the first publish)."""
-        hdr = self._hdr
-        if hdr is None:
+        words = self._words
+        if words is None:
             raise ChannelClosed(f"channel {self.name!r} is closed")
-        return int(hdr[_H_SEQ])
+        return words.seq()
 
     @property
     def closed(self) -> bool:
         """True once this handle is closed, or the creator closed the channel for everyone."""
         hdr = self._hdr
         return self._closed or hdr is None or bool(hdr[_H_CLOSED])
+
+    def writer_gone(self) -> str | None:
+        """Why no new sample can come (the creator's or last publisher's process is dead), or None."""
+        hdr = self._hdr
+        if hdr is None:
+            return None
+        for role, index in (("creator", _H_CREATOR), ("last publisher", _H_WRITER)):
+            tag = int(hdr[index])
+            if _tag_dead(tag):
+                return f"the channel's {role} (pid {tag & 0xFFFFFFFF}) is gone"
+        return None
 
     # -- writing --------------------------------------------------------------------------
 
@@ -404,20 +406,20 @@ class SharedArrayChannel:
             raise ChannelError(f"channel {self.name!r} expects shape {self._spec.shape} dtype "
                                f"{self._spec.dtype}, got shape {value.shape} dtype {value.dtype}")
         with self._publish_lock:
-            hdr, versions, stamps, wake = self._hdr, self._versions, self._stamps, self._wake_word
-            if self._closed or hdr is None or versions is None or stamps is None or wake is None:
+            hdr, words, stamps = self._hdr, self._words, self._stamps
+            if self._closed or hdr is None or words is None or stamps is None:
                 raise ChannelClosed(f"channel {self.name!r} is closed")
             if hdr[_H_CLOSED]:
                 raise ChannelClosed(f"channel {self.name!r} was closed by its creator")
-            seq = int(hdr[_H_SEQ]) + 1
+            hdr[_H_WRITER] = _process_tag()
+            seq = words.seq() + 1
             slot = seq % self._spec.slots
-            versions[slot] = 2 * seq + 1  # odd: being written
+            words.begin_write(slot, 2 * seq + 1)  # odd: being written
             np.copyto(self._frames[slot], value, casting="no")
             stamps[slot] = stamp
-            versions[slot] = 2 * seq  # even: complete
-            hdr[_H_SEQ] = seq
-            wake.value = (wake.value + 1) & 0xFFFFFFFF
-            self._futex.wake_all(self._wake_addr)
+            words.end_write(slot, 2 * seq, seq)  # even: complete; then the header names it
+            words.bump_wake()
+            self._futex.wake_all(words.wake_addr)
             return seq
 
     # -- reading --------------------------------------------------------------------------
@@ -430,55 +432,64 @@ class SharedArrayChannel:
         until the writer reuses that slot (``slots - 1`` publishes later at the earliest);
         :meth:`still_valid` tells whether it still holds that sample.
         """
-        hdr, versions, stamps = self._hdr, self._versions, self._stamps
-        if hdr is None or versions is None or stamps is None:
+        words, stamps = self._words, self._stamps  # local refs keep the mapping alive
+        if words is None or stamps is None:
             raise ChannelClosed(f"channel {self.name!r} is closed")
         if out is not None and (out.shape != self._spec.shape or out.dtype != self._spec.dtype):
             raise ChannelError(f"channel {self.name!r}: out must have shape {self._spec.shape} "
                                f"dtype {self._spec.dtype}, got {out.shape} {out.dtype}")
         slots = self._spec.slots
         for _ in range(_MAX_READ_RETRIES):
-            seq = int(hdr[_H_SEQ])
+            seq = words.seq()
             if seq == 0:
                 return None
             slot = seq % slots
-            v1 = int(versions[slot])
+            v1 = words.version(slot)
             if v1 != 2 * seq:
                 continue  # the writer already moved on into this slot: re-read the newest
             if not copy:
-                return Sample(self._ro_frames[slot], int(stamps[slot]), seq)
-            if out is None:
+                data = self._ro_frames[slot]
+            elif out is None:
                 data = self._frames[slot].copy()
             else:
                 np.copyto(out, self._frames[slot])
                 data = out
             stamp = int(stamps[slot])
-            if int(versions[slot]) == v1:
+            words.read_fence()
+            if words.version(slot) == v1:
                 return Sample(data, stamp, seq)
         raise ChannelError(f"channel {self.name!r}: reader lapped {_MAX_READ_RETRIES} times in a row; "
                            f"the writer outruns the copy, raise slots (now {slots})")
 
     def still_valid(self, sample: Sample[np.ndarray]) -> bool:
-        """Whether the slot a ``copy=False`` sample points at still holds that sample."""
-        versions = self._versions
-        if versions is None:
+        """Whether the slot a ``copy=False`` sample points at still holds that sample.
+
+        Call it after reading the view: True means what was read was that sample, whole.
+        """
+        words = self._words
+        if words is None:
             return False
-        return int(versions[sample.seq % self._spec.slots]) == 2 * sample.seq
+        words.read_fence()
+        return words.version(sample.seq % self._spec.slots) == 2 * sample.seq
 
     def wait_newer(self, seq: int, timeout: float | None = None, *, copy: bool = True,
                    out: np.ndarray | None = None) -> Sample[np.ndarray] | None:
         """Block (in the kernel, no polling) until a sample newer than ``seq`` exists.
 
-        Returns the newest sample (skipping any the reader missed), or None on timeout or
-        when the channel is closed (by this handle, or by the creator for everyone).
+        Returns the newest sample (skipping any the reader missed), or None on timeout, when
+        the channel is closed (by this handle, or by the creator for everyone), or when the
+        creator's or the last publisher's process has died (checked every quarter second
+        of waiting, so a dead writer never blocks a reader, even with ``timeout=None``).
         """
-        deadline = None if timeout is None else time.monotonic_ns() + max(0, int(timeout * 1e9))
+        start = time.monotonic_ns()
+        deadline = None if timeout is None else start + max(0, int(timeout * 1e9))
+        next_check = start + _LIVENESS_NS
         while True:
-            hdr, wake_word = self._hdr, self._wake_word  # local refs keep the mapping alive
-            if self._closed or hdr is None or wake_word is None:
+            hdr, words = self._hdr, self._words  # local refs keep the mapping alive
+            if self._closed or hdr is None or words is None:
                 return None
-            expected = wake_word.value  # read before the check: a publish after it changes it
-            if int(hdr[_H_SEQ]) > seq:
+            expected = words.wake()  # read before the check: a publish after it changes it
+            if words.seq() > seq:
                 try:
                     sample = self.latest(copy=copy, out=out)
                 except ChannelClosed:  # closed by another thread of this process meanwhile
@@ -487,13 +498,21 @@ class SharedArrayChannel:
                     return sample
             if hdr[_H_CLOSED]:
                 return None
-            if deadline is None:
-                remaining = None
-            else:
-                remaining = deadline - time.monotonic_ns()
-                if remaining <= 0:
+            now = time.monotonic_ns()
+            if now >= next_check:
+                why = self.writer_gone()
+                if why is not None:
+                    if not self._gone_logged:
+                        self._gone_logged = True
+                        logger.warning("channel %s: %s; wait_newer returns None", self.name, why)
                     return None
-            self._futex.wait(self._wake_addr, expected, remaining)
+                next_check = now + _LIVENESS_NS
+            sleep = next_check - now
+            if deadline is not None:
+                if deadline <= now:
+                    return None
+                sleep = min(sleep, deadline - now)
+            self._futex.wait(words.wake_addr, expected, sleep)
 
     # -- teardown -------------------------------------------------------------------------
 
@@ -507,21 +526,21 @@ class SharedArrayChannel:
             if self._closed:
                 return
             self._closed = True
-            hdr, mm, wake = self._hdr, self._mm, self._wake_word
-            if hdr is None or mm is None or wake is None:
+            hdr, mm, words = self._hdr, self._mm, self._words
+            if hdr is None or mm is None or words is None:
                 return
             if self.is_creator:
                 hdr[_H_CLOSED] = 1
             # Change the wake word so a waiter between its check and its sleep returns at once.
-            wake.value = (wake.value + 1) & 0xFFFFFFFF
-            self._futex.wake_all(self._wake_addr)
+            words.bump_wake()
+            self._futex.wake_all(words.wake_addr)
             with self._publish_lock:
-                self._hdr = self._versions = self._stamps = None
+                self._hdr = self._stamps = None
+                self._words = None
                 self._frames = []
                 self._ro_frames = []
-                self._wake_word = None
                 self._mm = None
-            del hdr, wake
+            del hdr, words
             try:
                 mm.close()
             except BufferError:
