@@ -14,6 +14,7 @@ from rtvla.cli import (
     parts,
     perceive,
     plan,
+    policy,
     record,
     run,
 )
@@ -33,7 +34,7 @@ app.add_typer(bench_app, name="bench")
 
 # Every module here defines register(app, bench_app). Commands import their heavy
 # dependencies (MuJoCo, ONNX Runtime, OpenCV) inside the command, so `rtvla --help` is quick.
-for _mod in (config_cmd, bench_timing, perceive, plan, control, channels, run, parts, record):
+for _mod in (config_cmd, bench_timing, perceive, plan, control, channels, run, parts, record, policy):
     _mod.register(app, bench_app)
 
 

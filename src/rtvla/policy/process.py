@@ -1,0 +1,506 @@
+"""A policy in its own process: requests in and chunks out through shared memory.
+
+Inference never runs on a control loop's thread (nor in its process: a model holding the
+GIL would delay the loop's wake-ups). :class:`PolicyProcess` ``spawn``-s a child that opens
+the policy (from a source string and options, or a picklable factory) and serves requests
+through two latest-value :class:`~rtvla.channels.shm.SharedArrayChannel` s:
+
+* **requests** (``uint8``): a length word, then the msgpack (openpi codec) of
+  ``{"tick", "stamp_ns", "observation"}``. Latest-value is the right semantics: when the
+  policy is busy, only the newest observation matters. The request's channel sequence
+  number is its request id.
+* **chunks** (``float64``): an int64 header (request id, tick, request stamp, publish stamp,
+  inference ns, status, horizon, action dim) and the ``[H, A]`` actions; see
+  :class:`ChunkLayout`. Any process can attach to it from :attr:`PolicyProcess.chunk_spec`
+  (the control process does) and read with :class:`ChunkReader`.
+
+Nothing user-supplied is pickled: the control pipes carry msgpack bytes; only the source
+string, its options and a factory reference travel as ``Process`` arguments. The child ignores
+SIGINT (the parent decides when it stops), sees its parent's death as EOF on the command
+pipe and exits; :meth:`PolicyProcess.stop` is bounded (ask, wait, terminate, kill).
+
+One requester at a time: publishers in different processes must take turns (the channel's
+rule), so the process that triggers requests (the owner, or the control process through a
+:class:`RequestWriter`) is the only one that calls ``request``.
+
+Usage::
+
+    with PolicyProcess("builtin:pick") as proc:          # metadata known once started
+        rid = proc.request(observation, tick=t)
+        chunk = proc.wait_chunk(rid, timeout=1.0)       # PolicyChunk or None
+        chunk.actions                                   # [H, A] float64, validated
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rtvla.channels.shm import SharedArrayChannel, ShmSpec
+from rtvla.errors import ConfigError, PolicyError, PolicyServerError
+from rtvla.policy import codec
+from rtvla.policy.base import PolicyMetadata, check_output
+from rtvla.timing import MONOTONIC, Clock
+
+__all__ = ["ChunkLayout", "ChunkReader", "PolicyChunk", "PolicyProcess", "RequestWriter"]
+
+logger = logging.getLogger(__name__)
+
+_HEADER_WORDS = 8
+STATUS_OK = 0
+STATUS_ERROR = 1
+_LEN_BYTES = 8
+
+
+@dataclass(frozen=True)
+class PolicyChunk:
+    """One answer from a policy process. ``actions`` is None when the inference failed."""
+
+    request_id: int
+    tick: int  # the control tick the request was stamped with
+    request_ns: int  # the monotonic time the request was stamped with
+    done_ns: int  # when the chunk was published
+    infer_ns: int
+    actions: np.ndarray | None  # [H, A] float64, validated
+
+    @property
+    def ok(self) -> bool:
+        return self.actions is not None
+
+    @property
+    def latency_s(self) -> float:
+        """Request stamp to publish: what the scheduler must cover."""
+        return (self.done_ns - self.request_ns) / 1e9
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """The chunk channel's array: ``[8 int64 header words | H * A float64 actions]``."""
+
+    horizon: int
+    action_dim: int
+
+    @property
+    def size(self) -> int:
+        return _HEADER_WORDS + self.horizon * self.action_dim
+
+    def pack(self, out: np.ndarray, *, request_id: int, tick: int, request_ns: int, done_ns: int,
+             infer_ns: int, actions: np.ndarray | None) -> np.ndarray:
+        header = out[:_HEADER_WORDS].view(np.int64)
+        header[:] = (request_id, tick, request_ns, done_ns, infer_ns,
+                     STATUS_OK if actions is not None else STATUS_ERROR, self.horizon, self.action_dim)
+        body = out[_HEADER_WORDS:]
+        if actions is None:
+            body[:] = np.nan
+        else:
+            body[:] = actions.reshape(-1)
+        return out
+
+    def unpack(self, arr: np.ndarray) -> PolicyChunk:
+        header = arr[:_HEADER_WORDS].view(np.int64)
+        rid, tick, req_ns, done_ns, infer_ns, status, h, a = (int(v) for v in header)
+        if (h, a) != (self.horizon, self.action_dim):
+            raise PolicyError(f"chunk layout mismatch: header says {h}x{a}, reader expects "
+                              f"{self.horizon}x{self.action_dim}")
+        actions = arr[_HEADER_WORDS:].reshape(h, a).copy() if status == STATUS_OK else None
+        return PolicyChunk(rid, tick, req_ns, done_ns, infer_ns, actions)
+
+
+class ChunkReader:
+    """Reads chunks from a chunk channel in any process (attach from its spec)."""
+
+    def __init__(self, spec: ShmSpec, horizon: int, action_dim: int) -> None:
+        self.layout = ChunkLayout(horizon, action_dim)
+        if spec.shape != (self.layout.size,):
+            raise PolicyError(f"chunk channel {spec.name!r} has shape {spec.shape}, expected ({self.layout.size},)")
+        self.channel = SharedArrayChannel.attach(spec)
+        self.seq = 0
+
+    def latest(self) -> PolicyChunk | None:
+        s = self.channel.latest()
+        return None if s is None else self.layout.unpack(s.value)
+
+    def wait_newer(self, timeout: float | None = None) -> PolicyChunk | None:
+        """The next chunk published after the last one this reader returned (None on timeout)."""
+        s = self.channel.wait_newer(self.seq, timeout)
+        if s is None:
+            return None
+        self.seq = s.seq
+        return self.layout.unpack(s.value)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _encode_request(buf: np.ndarray, tick: int, stamp_ns: int, observation: Mapping[str, Any]) -> np.ndarray:
+    data = codec.packb({"tick": int(tick), "stamp_ns": int(stamp_ns), "observation": dict(observation)})
+    room = buf.size - _LEN_BYTES
+    if len(data) > room:
+        raise PolicyError(f"observation of {len(data)} bytes does not fit the request channel "
+                          f"({room} bytes); raise max_request_bytes")
+    buf[:_LEN_BYTES].view(np.uint64)[0] = len(data)
+    buf[_LEN_BYTES:_LEN_BYTES + len(data)] = np.frombuffer(data, np.uint8)
+    return buf
+
+
+def _decode_request(arr: np.ndarray) -> dict[str, Any]:
+    n = int(arr[:_LEN_BYTES].view(np.uint64)[0])
+    if n > arr.size - _LEN_BYTES:
+        raise PolicyError(f"request length word {n} exceeds the channel")
+    req = codec.unpackb(arr[_LEN_BYTES:_LEN_BYTES + n].tobytes())
+    if not isinstance(req, dict) or "observation" not in req:
+        raise PolicyError("malformed request: no observation")
+    return req
+
+
+class RequestWriter:
+    """Publishes requests into a policy process's request channel (any one process)."""
+
+    def __init__(self, spec: ShmSpec, *, clock: Clock = MONOTONIC) -> None:
+        self.channel = SharedArrayChannel.attach(spec)
+        self.clock = clock
+        self._buf = np.zeros(spec.shape, np.uint8)
+
+    def request(self, observation: Mapping[str, Any], *, tick: int = 0, stamp_ns: int | None = None) -> int:
+        stamp = self.clock.now_ns() if stamp_ns is None else stamp_ns
+        return self.channel.publish(_encode_request(self._buf, tick, stamp, observation))
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _spec_to_wire(spec: ShmSpec) -> dict[str, Any]:
+    return {"name": spec.name, "segment": spec.segment, "shape": list(spec.shape),
+            "dtype": spec.dtype.str, "slots": spec.slots}
+
+
+def _spec_from_wire(d: Mapping[str, Any]) -> ShmSpec:
+    return ShmSpec(str(d["name"]), str(d["segment"]), tuple(int(x) for x in d["shape"]),
+                   np.dtype(str(d["dtype"])), int(d["slots"]))
+
+
+def _send(conn: Any, kind: str, payload: Any) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        conn.send_bytes(codec.packb({"kind": kind, "payload": payload}))
+
+
+def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_conn: Any,
+                event_conn: Any, ppid: int, start_timeout_s: float) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the policy stops
+    code = 0
+    policy = req_ch = chunk_ch = None
+    try:
+        if isinstance(source, str):
+            from rtvla.policy.sources import open_policy
+
+            policy = open_policy(source, options)
+        else:
+            policy = source(**options)
+        meta = policy.metadata
+        _send(event_conn, "ready", {"metadata": meta.model_dump(mode="json"), "pid": os.getpid()})
+        if not cmd_conn.poll(start_timeout_s):
+            raise PolicyError("no channel specs from the parent")
+        msg = codec.unpackb(cmd_conn.recv_bytes())
+        if msg.get("kind") != "channels":
+            return
+        req_ch = SharedArrayChannel.attach(_spec_from_wire(msg["payload"]["requests"]))
+        chunk_ch = SharedArrayChannel.attach(_spec_from_wire(msg["payload"]["chunks"]))
+        layout = ChunkLayout(int(msg["payload"]["horizon"]), int(msg["payload"]["action_dim"]))
+        meta = meta.with_overrides(horizon=layout.horizon, action_dim=layout.action_dim)
+        stop = threading.Event()
+
+        def watch() -> None:
+            # A message asks to stop; EOF means the parent is gone: stop either way.
+            try:
+                cmd_conn.recv_bytes()
+            except (EOFError, OSError, ValueError):
+                logger.error("policy process: parent %d died; exiting", ppid)
+            stop.set()
+            req_ch.close()  # wakes the main loop's wait at once
+
+        threading.Thread(target=watch, name="policy-watch", daemon=True).start()
+        out = np.zeros(layout.size, np.float64)
+        clock = MONOTONIC
+        seq = 0
+        while not stop.is_set():
+            sample = req_ch.wait_newer(seq, None)
+            if sample is None:
+                break
+            seq = sample.seq
+            tick = stamp = 0
+            t0 = clock.now_ns()
+            try:
+                req = _decode_request(sample.value)
+                tick, stamp = int(req.get("tick", 0)), int(req.get("stamp_ns", 0))
+                t0 = clock.now_ns()
+                actions: np.ndarray | None = check_output(policy.infer(req["observation"]), meta,
+                                                          source=meta.name)
+            except Exception as exc:  # reported to the parent; the process keeps serving
+                actions = None
+                _send(event_conn, "error", {"request_id": seq, "error": f"{type(exc).__name__}: {exc}"})
+            done = clock.now_ns()
+            chunk_ch.publish(layout.pack(out, request_id=seq, tick=tick, request_ns=stamp, done_ns=done,
+                                         infer_ns=done - t0, actions=actions))
+    except BaseException as exc:
+        _send(event_conn, "fatal", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        code = 1
+    finally:
+        for ch in (req_ch, chunk_ch):
+            if ch is not None:
+                ch.close()
+        if policy is not None:
+            with contextlib.suppress(Exception):
+                policy.close()
+        with contextlib.suppress(OSError):
+            event_conn.close()
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)  # a policy process whose parent died must be gone at once
+
+
+class PolicyProcess:
+    """Runs a policy in a ``spawn``-ed child process. See the module docstring.
+
+    Args:
+        source: a source string for :func:`~rtvla.policy.sources.open_policy` (``builtin:pick``,
+            a ``.onnx`` path ...) or a picklable factory called with ``options``.
+        options: the backend's options.
+        max_request_bytes: room for one encoded observation (default: from the policy's
+            observation spec, at least 1 MiB).
+        start_timeout_s: how long the child may take to import and open the policy.
+        stop_timeout_s: how long :meth:`stop` waits before terminating the child.
+    """
+
+    def __init__(self, source: str | Callable[..., Any], options: Mapping[str, Any] | None = None, *,
+                 name: str = "policy", max_request_bytes: int | None = None,
+                 start_timeout_s: float = 60.0, stop_timeout_s: float = 2.0,
+                 clock: Clock = MONOTONIC) -> None:
+        if max_request_bytes is not None and max_request_bytes < 1024:
+            raise ConfigError(f"max_request_bytes must be >= 1024, got {max_request_bytes}")
+        self.source = source
+        self.options = dict(options or {})
+        self.name = name
+        self.max_request_bytes = max_request_bytes
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.clock = clock
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._cmd_w: Any = None
+        self._events: Any = None
+        self._requests: SharedArrayChannel | None = None
+        self._chunks: SharedArrayChannel | None = None
+        self._writer_buf: np.ndarray | None = None
+        self._metadata: PolicyMetadata | None = None
+        self.layout: ChunkLayout | None = None
+        self.errors: dict[int, str] = {}
+        self.fatal: str | None = None
+        self.pid: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> PolicyMetadata:
+        """Spawn the child, wait for its policy's metadata, create and hand over the channels."""
+        if self._proc is not None:
+            raise PolicyError(f"{self.name}: policy process already started")
+        cmd_r, cmd_w = self._ctx.Pipe(duplex=False)
+        ev_r, ev_w = self._ctx.Pipe(duplex=False)
+        self._cmd_w, self._events = cmd_w, ev_r
+        self._proc = self._ctx.Process(
+            target=_child_main, args=(self.source, self.options, cmd_r, ev_w, os.getpid(), self.start_timeout_s),
+            name=f"rtvla-{self.name}", daemon=True)
+        self._proc.start()
+        cmd_r.close()  # only the child holds the read end: EOF there means we are gone
+        ev_w.close()
+        try:
+            msg = self._next_event(self.start_timeout_s)
+            if msg is None:
+                raise PolicyError(f"{self.name}: policy process did not report ready within {self.start_timeout_s} s")
+            if msg["kind"] != "ready":
+                raise PolicyError(f"{self.name}: policy process failed to start: {msg['payload']}")
+            meta = PolicyMetadata.model_validate(msg["payload"]["metadata"])
+            self.pid = int(msg["payload"]["pid"])
+            if meta.horizon is None or meta.action_dim is None:
+                raise PolicyError(f"{self.name}: the policy's horizon and action_dim must be known to size "
+                                  f"its chunk channel (got {meta.horizon} x {meta.action_dim}); set them in options")
+            self.layout = ChunkLayout(meta.horizon, meta.action_dim)
+            size = self.max_request_bytes or max(1 << 20, 2 * sum(
+                int(np.prod(s.shape, dtype=np.int64)) * (np.dtype(s.dtype).itemsize if s.dtype != "str" else 1)
+                for s in meta.observation) + 65536)
+            self._requests = SharedArrayChannel.create(f"{self.name}-requests", (size + _LEN_BYTES,), np.uint8)
+            self._chunks = SharedArrayChannel.create(f"{self.name}-chunks", (self.layout.size,), np.float64)
+            self._writer_buf = np.zeros(self._requests.shape, np.uint8)
+            cmd_w.send_bytes(codec.packb({"kind": "channels", "payload": {
+                "requests": _spec_to_wire(self._requests.spec), "chunks": _spec_to_wire(self._chunks.spec),
+                "horizon": meta.horizon, "action_dim": meta.action_dim}}))
+        except BaseException:
+            self._kill()
+            raise
+        self._metadata = meta
+        logger.info("%s: policy process %s serving %s (%d x %d)", self.name, self.pid, meta.name,
+                    meta.horizon, meta.action_dim)
+        return meta
+
+    def _next_event(self, timeout: float | None) -> dict[str, Any] | None:
+        ev = self._events
+        if ev is None:
+            return None
+        try:
+            if not ev.poll(timeout):
+                return None
+            return codec.unpackb(ev.recv_bytes())
+        except (EOFError, OSError):
+            return {"kind": "fatal", "payload": f"policy process exited ({self._exit_text()})"}
+
+    def _drain_events(self) -> None:
+        while True:
+            msg = self._next_event(0)
+            if msg is None:
+                return
+            if msg["kind"] == "error":
+                self.errors[int(msg["payload"]["request_id"])] = str(msg["payload"]["error"])
+                if len(self.errors) > 256:
+                    self.errors.pop(next(iter(self.errors)))
+            elif msg["kind"] == "fatal":
+                self.fatal = str(msg["payload"])
+                self._events = None
+                return
+
+    def _exit_text(self) -> str:
+        code = None if self._proc is None else self._proc.exitcode
+        if code is None:
+            return "still running"
+        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the child to stop, wait at most ``timeout``, then terminate and kill; free shm."""
+        if self._proc is None:
+            return
+        timeout = self.stop_timeout_s if timeout is None else timeout
+        if self._cmd_w is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._cmd_w.send_bytes(codec.packb({"kind": "stop"}))
+        self._proc.join(timeout)
+        self._kill()
+
+    def _kill(self, grace_s: float = 1.0) -> None:
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.terminate()
+            proc.join(grace_s)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(grace_s)
+        for attr in ("_requests", "_chunks"):
+            ch = getattr(self, attr)
+            if ch is not None:
+                ch.close()
+                ch.unlink()
+                setattr(self, attr, None)
+        for attr in ("_cmd_w", "_events"):
+            conn = getattr(self, attr)
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.close()
+                setattr(self, attr, None)
+
+    def check_alive(self) -> str | None:
+        """None while the child runs; else how it ended (with its last fatal error)."""
+        if self._proc is None:
+            return "not started"
+        self._drain_events()
+        if self._proc.is_alive() and self.fatal is None:
+            return None
+        return f"policy process {self._exit_text()}" + (f": {self.fatal}" if self.fatal else "")
+
+    # -- requests and chunks ---------------------------------------------------------------
+
+    @property
+    def metadata(self) -> PolicyMetadata:
+        if self._metadata is None:
+            raise PolicyError(f"{self.name}: policy process not started")
+        return self._metadata
+
+    @property
+    def request_spec(self) -> ShmSpec:
+        if self._requests is None:
+            raise PolicyError(f"{self.name}: policy process not started")
+        return self._requests.spec
+
+    @property
+    def chunk_spec(self) -> ShmSpec:
+        if self._chunks is None:
+            raise PolicyError(f"{self.name}: policy process not started")
+        return self._chunks.spec
+
+    def request(self, observation: Mapping[str, Any], *, tick: int = 0, stamp_ns: int | None = None) -> int:
+        """Publish a request (non-blocking); returns its request id."""
+        if self._requests is None or self._writer_buf is None:
+            raise PolicyError(f"{self.name}: policy process not started")
+        stamp = self.clock.now_ns() if stamp_ns is None else stamp_ns
+        return self._requests.publish(_encode_request(self._writer_buf, tick, stamp, observation))
+
+    def latest_chunk(self) -> PolicyChunk | None:
+        if self._chunks is None or self.layout is None:
+            raise PolicyError(f"{self.name}: policy process not started")
+        s = self._chunks.latest()
+        return None if s is None else self.layout.unpack(s.value)
+
+    def wait_chunk(self, request_id: int, timeout: float | None = None) -> PolicyChunk | None:
+        """The chunk answering ``request_id`` or a later request; None on timeout. A newer
+        request published meanwhile may supersede it (latest-value requests)."""
+        ch, layout = self._chunks, self.layout
+        if ch is None or layout is None:
+            raise PolicyError(f"{self.name}: policy process not started")
+        deadline = None if timeout is None else self.clock.now_ns() + int(timeout * 1e9)
+        seq = 0
+        while True:
+            s = ch.latest()
+            if s is not None:
+                chunk = layout.unpack(s.value)
+                if chunk.request_id >= request_id:
+                    return chunk
+                seq = s.seq
+            remaining = None if deadline is None else (deadline - self.clock.now_ns()) / 1e9
+            if remaining is not None and remaining <= 0:
+                return None
+            if ch.wait_newer(seq, remaining if remaining is None else min(remaining, 0.5)) is None \
+                    and self.check_alive() is not None:
+                raise PolicyServerError(f"{self.name}: {self.check_alive()}")
+
+    def infer(self, observation: Mapping[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
+        """Request and wait (the :class:`~rtvla.policy.base.Policy` protocol); for tools, not
+        the control loop."""
+        rid = self.request(observation)
+        chunk = self.wait_chunk(rid, timeout)
+        if chunk is None:
+            raise PolicyServerError(f"{self.name}: no chunk within {timeout} s")
+        if not chunk.ok:
+            self._drain_events()
+            raise PolicyError(f"{self.name}: inference failed: {self.errors.get(chunk.request_id, 'unknown error')}")
+        return {"actions": chunk.actions, "policy_timing": {"infer_ms": chunk.infer_ns / 1e6},
+                "request_id": chunk.request_id}
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> PolicyProcess:
+        if self._proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
