@@ -9,10 +9,22 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rtvla.bench.channels import CHANNEL_KINDS, bench_channels, payload, ratios, summarize
+from rtvla.bench.channels import (
+    CHANNEL_KINDS,
+    available_kinds,
+    bench_channels,
+    payload,
+    ratios,
+    summarize,
+)
 from rtvla.cli.main import app
 
+# The optional transports (eclipse-zenoh, iceoryx2) come with the test extras.
+needs_all = pytest.mark.skipif(available_kinds() != CHANNEL_KINDS,
+                               reason="iceoryx2 and eclipse-zenoh are not both installed")
 
+
+@needs_all
 def test_all_channels_side_by_side_and_shm_beats_queue_on_frames() -> None:
     labels: list[str] = []
     rows, samples = bench_channels(iterations=30, warmup=3, payloads=(64, 921_600), gap_s=0.0005,
@@ -30,6 +42,26 @@ def test_all_channels_side_by_side_and_shm_beats_queue_on_frames() -> None:
     # copy in and one out. Measured ~8x on a loaded 2-core box: assert a clear margin only.
     assert by[("shm", 921_600)]["p50"] < by[("mp_queue", 921_600)]["p50"]
     assert ratios(rows)[921_600]["p50"] > 1.0
+    # Every row is a real one-way crossing: the shm and iceoryx2 readers say how they read.
+    assert {r["channel"]: r.get("read") for r in rows} == {
+        "inproc": None, "shm": "copy", "iceoryx2": "copy", "zenoh": None, "mp_queue": None}
+
+
+@needs_all
+def test_iceoryx2_and_zenoh_rows_alone_with_each_read_mode() -> None:
+    for read in ("out", "view"):
+        rows, _ = bench_channels(iterations=8, warmup=2, payloads=(921_600,),
+                                       kinds=("iceoryx2",), shm_read=read, gap_s=0.0)
+        assert rows[0]["read"] == read and rows[0]["samples"] == 8
+    rows, _ = bench_channels(iterations=8, warmup=2, payloads=(64,), kinds=("zenoh",), gap_s=0.0)
+    assert rows[0]["channel"] == "zenoh" and rows[0]["samples"] == 8
+    assert 0 < rows[0]["latency_us"]["p50"] < 5e6
+
+
+@needs_all
+def test_available_kinds_keeps_order_and_known_kinds() -> None:
+    assert available_kinds() == CHANNEL_KINDS  # everything is installed for the tests
+    assert available_kinds(("mp_queue", "shm")) == ("mp_queue", "shm")
 
 
 def test_shm_view_reads_work_too() -> None:
@@ -65,6 +97,7 @@ def test_payload_shapes_and_summary() -> None:
     assert rel == {8: {"p50": 5.0, "p99": 10.0}}
 
 
+@needs_all
 def test_cli_writes_json_rows_and_plot(tmp_path: Path) -> None:
     out, png = tmp_path / "ch.json", tmp_path / "ch.png"
     res = CliRunner().invoke(app, ["bench", "channels", "--iterations", "10", "--warmup", "1",
@@ -72,12 +105,22 @@ def test_cli_writes_json_rows_and_plot(tmp_path: Path) -> None:
                                    "--json", str(out), "--plot", str(png)])
     assert res.exit_code == 0, res.output
     rows = json.loads(out.read_text())
-    assert [r["channel"] for r in rows] == ["inproc", "shm", "mp_queue"]
+    assert [r["channel"] for r in rows] == list(CHANNEL_KINDS)
     for r in rows:
         assert r["bytes"] == 64
         assert set(r["latency_us"]) >= {"p50", "p99"}
     assert png.stat().st_size > 1000
     assert "x p50" in res.output and "shm" in res.output
+    assert "iceoryx2 / shm latency" in res.output
+
+
+def test_cli_transports_option_picks_rows(tmp_path: Path) -> None:
+    out = tmp_path / "ch.json"
+    res = CliRunner().invoke(app, ["bench", "channels", "-n", "5", "--warmup", "1", "--payloads", "64",
+                                   "--transports", "mp_queue,shm", "--gap-ms", "0",
+                                   "--json", str(out), "--plot", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert [r["channel"] for r in json.loads(out.read_text())] == ["mp_queue", "shm"]
 
 
 @pytest.mark.parametrize(
@@ -86,6 +129,7 @@ def test_cli_writes_json_rows_and_plot(tmp_path: Path) -> None:
         (["--iterations", "0"], "--iterations must be >= 1"),
         (["--payloads", "64,abc"], "comma-separated integers"),
         (["--shm-read", "mmap"], "--shm-read must be one of"),
+        (["--transports", "shm,zmq"], "--transports must list some of"),
     ],
 )
 def test_cli_rejects_bad_options(args: list[str], match: str) -> None:

@@ -1,18 +1,29 @@
-"""Channel benchmark: publish-to-read latency through three transports, side by side.
+"""Channel benchmark: publish-to-read latency through five transports, side by side.
 
 For each payload size it measures, in one run:
 
 - ``inproc``: :class:`~rtvla.channels.LatestValue`, reader in a thread of this process;
-- ``shm``: :class:`~rtvla.channels.shm.SharedArrayChannel`, reader in a spawned process
-  that copies each frame out (``latest(copy=True)``), as a consumer that keeps it would;
+- ``shm``: :class:`~rtvla.channels.shm.SharedArrayChannel` (the seqlock), reader in a
+  spawned process that copies each frame out (``latest(copy=True)``), as a consumer that
+  keeps it would;
+- ``iceoryx2``: the iceoryx2 library's publish-subscribe service (latest value: a subscriber
+  buffer of one with safe overflow) plus an event service for the wake-up, used the cheapest
+  way its Python bindings allow (``memmove`` into the loaned sample, no ctypes structs); the
+  reader takes the frame the same way as the shm reader (``read``);
+- ``zenoh``: :class:`~rtvla.channels.ZenohChannel` between two peers on 127.0.0.1 (configured
+  endpoints only, scouting off), as two hosts would use it;
 - ``mp_queue``: a ``multiprocessing.Queue`` carrying ``(stamp, array)``, reader in a spawned
   process: the baseline a Python user reaches for.
 
-Latency is the reader's receive time minus the publish stamp, both ``time.monotonic_ns`` on
-one machine; the stamp is taken when publish is called, so the copy in counts. Frames go
-one at a time: after each one the writer waits for the reader's acknowledgement (on a
-separate pipe, outside the measured path) and then a short gap, so the reader is asleep in
-its wait again when the next frame arrives and each figure includes the wake-up.
+Latency is one way: the reader's receive time minus the publish stamp, both
+``time.monotonic_ns``. Every reader runs on this host, where all processes read the same
+``CLOCK_MONOTONIC``, so the clock offset between writer and reader is zero by construction
+and the difference needs no correction (between hosts, Zenoh figures would need the offset
+that :mod:`rtvla.channels.clock_sync` estimates). The stamp is taken when publish is called,
+so the copy in (and Zenoh's encoding) counts. Frames go one at a time: after each one the
+writer waits for the reader's acknowledgement (on a separate pipe, outside the measured
+path) and then a short gap, so the reader is asleep in its wait again when the next frame
+arrives and each figure includes the wake-up.
 
 Usage::
 
@@ -23,7 +34,12 @@ Usage::
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import multiprocessing as mp
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,15 +52,20 @@ from rtvla.channels.shm import SharedArrayChannel, ShmSpec
 from rtvla.errors import ChannelError
 from rtvla.timing import MONOTONIC, Clock
 
-__all__ = ["CHANNEL_KINDS", "PAYLOAD_BYTES", "SHM_READS", "bench_channels", "payload", "ratios", "summarize"]
+__all__ = ["CHANNEL_KINDS", "PAYLOAD_BYTES", "SHM_READS", "available_kinds", "bench_channels",
+           "payload", "ratios", "summarize"]
 
-CHANNEL_KINDS = ("inproc", "shm", "mp_queue")
+CHANNEL_KINDS = ("inproc", "shm", "iceoryx2", "zenoh", "mp_queue")
+_OPTIONAL = {"iceoryx2": "iceoryx2", "zenoh": "zenoh"}  # kind -> module it needs
 PAYLOAD_BYTES = (64, 921_600)  # a small message and one 640x480 RGB frame
-# How the shm reader takes each frame: a fresh copy (what mp.Queue hands out too), a copy
-# into a preallocated array (the real-time consumer's way), or a read-only view in place.
+# How the shm and iceoryx2 readers take each frame: a fresh copy (what mp.Queue and Zenoh
+# hand out too), a copy into a preallocated array (the real-time consumer's way), or a
+# read-only view in place.
 SHM_READS = ("copy", "out", "view")
+_READ_KINDS = ("shm", "iceoryx2")
 _ACK_TIMEOUT_S = 30.0  # a reader that does not answer for this long has failed
 _START_TIMEOUT_S = 120.0  # spawning a reader imports numpy: slow on a loaded machine
+_IOX_PREFIX = 16  # iceoryx2 sample: int64 stamp, uint64 seq, then the frame
 
 
 def payload(nbytes: int, fill: int = 0) -> np.ndarray:
@@ -56,7 +77,105 @@ def payload(nbytes: int, fill: int = 0) -> np.ndarray:
     return np.full((nbytes,), fill, np.uint8)
 
 
-# --- readers (module level: spawned processes import them) ----------------------------------
+def available_kinds(kinds: Sequence[str] = CHANNEL_KINDS) -> tuple[str, ...]:
+    """``kinds`` minus the transports whose optional package is not installed."""
+    return tuple(k for k in kinds
+                 if k not in _OPTIONAL or importlib.util.find_spec(_OPTIONAL[k]) is not None)
+
+
+# --- iceoryx2 (both ends) -------------------------------------------------------------------
+
+
+def _iox_services(service: str) -> tuple[Any, Any, Any]:
+    """(module, node, (pubsub, event)) for one bench service, opened or created."""
+    import iceoryx2 as iox2
+
+    iox2.set_log_level_from_env_or(iox2.LogLevel.Error)  # "no config file" is not news
+    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    name = iox2.ServiceName.new(service)
+    # Latest value: each subscriber holds one sample and a new one replaces it.
+    pubsub = (node.service_builder(name).publish_subscribe(iox2.Slice[ctypes.c_uint8])
+              .subscriber_max_buffer_size(1).enable_safe_overflow(True).open_or_create())
+    event = node.service_builder(name).event().open_or_create()
+    return iox2, node, (pubsub, event)
+
+
+class _IoxWriter:
+    """Publishes frames through iceoryx2: loan, stamp and frame by ``memmove``, send, notify."""
+
+    def __init__(self, service: str, nbytes: int) -> None:
+        self._iox2, self._node, (pubsub, event) = _iox_services(service)
+        self._nbytes = nbytes
+        self._pub = pubsub.publisher_builder().initial_max_slice_len(nbytes + _IOX_PREFIX).create()
+        self._notifier = event.notifier_builder().create()
+        self._seq = 0
+
+    def publish(self, frame: np.ndarray) -> None:
+        stamp = time.monotonic_ns()
+        self._seq += 1
+        sample = self._pub.loan_slice_uninit(self._nbytes + _IOX_PREFIX)
+        ptr = sample.payload_ptr
+        ctypes.c_int64.from_address(ptr).value = stamp
+        ctypes.c_uint64.from_address(ptr + 8).value = self._seq
+        ctypes.memmove(ptr + _IOX_PREFIX, frame.ctypes.data, self._nbytes)
+        sample.assume_init().send()
+        self._notifier.notify()
+
+    def close(self) -> None:
+        for port in (self._notifier, self._pub):
+            port.delete()
+
+
+def _iceoryx_reader(service: str, shape: tuple[int, ...], n: int, ready: Any, conn: Any,
+                    read: str) -> None:
+    iox2, _node, (pubsub, event) = _iox_services(service)
+    sub = pubsub.subscriber_builder().create()
+    listener = event.listener_builder().create()
+    nbytes = int(np.prod(shape))
+    lat = np.zeros(n, np.int64)
+    out = np.empty(shape, np.uint8)
+    wait = iox2.Duration.from_secs_f64(_ACK_TIMEOUT_S)
+    held = None  # a view keeps its sample loaned until the next one arrives
+    last = 0
+    ready.set()
+    try:
+        i = 0
+        while i < n:
+            if not listener.timed_wait(wait):
+                break
+            newest = None
+            while (s := sub.receive()) is not None:  # drain: keep only the newest
+                newest = s
+            if newest is None:
+                continue
+            ptr = newest.payload_ptr
+            seq = ctypes.c_uint64.from_address(ptr + 8).value
+            if seq <= last:
+                continue
+            stamp = ctypes.c_int64.from_address(ptr).value
+            if read == "view":
+                view = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(ptr + _IOX_PREFIX),
+                                     np.uint8).reshape(shape)
+                view.flags.writeable = False
+                held = (newest, view)
+            else:
+                dst = out if read == "out" else np.empty(shape, np.uint8)
+                ctypes.memmove(dst.ctypes.data, ptr + _IOX_PREFIX, nbytes)
+                del newest
+            now = time.monotonic_ns()
+            lat[i] = now - stamp
+            last = seq
+            i += 1
+            conn.send_bytes(b"")
+        conn.send_bytes(lat[:i].tobytes())
+    finally:
+        del held
+        listener.delete()
+        sub.delete()
+        conn.close()
+
+
+# --- the other readers (module level: spawned processes import them) -------------------------
 
 
 def _shm_reader(spec: ShmSpec, n: int, ready: Any, conn: Any, read: str) -> None:
@@ -76,10 +195,34 @@ def _shm_reader(spec: ShmSpec, n: int, ready: Any, conn: Any, read: str) -> None
             lat[i] = now - s.stamp_ns
             last = s.seq
             conn.send_bytes(b"")
-        conn.send(lat)
+        conn.send_bytes(lat.tobytes())
     finally:
         ch.close()
         conn.close()
+
+
+def _zenoh_reader(key: str, endpoint: str, n: int, ready: Any, conn: Any) -> None:
+    from rtvla.channels.zenoh_channel import ZenohChannel
+
+    lat = np.zeros(n, np.int64)
+    with ZenohChannel(key, connect=[endpoint]) as ch:
+        ready.set()
+        try:
+            last = 0
+            for i in range(n):
+                s = ch.wait_newer(last, timeout=_ACK_TIMEOUT_S)
+                # One host, one CLOCK_MONOTONIC: the publisher's stamp and this reading are
+                # on the same clock, so this difference is the one-way latency as it is.
+                now = time.monotonic_ns()
+                if s is None:
+                    lat = lat[:i]
+                    break
+                lat[i] = now - s.stamp_ns
+                last = s.seq
+                conn.send_bytes(b"")
+            conn.send_bytes(lat.tobytes())
+        finally:
+            conn.close()
 
 
 def _queue_reader(q: Any, n: int, ready: Any, conn: Any) -> None:
@@ -91,7 +234,7 @@ def _queue_reader(q: Any, n: int, ready: Any, conn: Any) -> None:
             lat[i] = time.monotonic_ns() - stamp
             del value
             conn.send_bytes(b"")
-        conn.send(lat)
+        conn.send_bytes(lat.tobytes())
     finally:
         conn.close()
 
@@ -101,6 +244,25 @@ def _queue_reader(q: Any, n: int, ready: Any, conn: Any) -> None:
 
 def _pace(clock: Clock, gap_s: float) -> None:
     clock.sleep_until(clock.now_ns() + int(gap_s * 1e9))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _zenoh_writer(key: str) -> tuple[Any, str]:
+    from rtvla.channels.zenoh_channel import ZenohChannel
+
+    last: ChannelError | None = None
+    for _ in range(5):  # the probed port may be taken before the peer listens on it
+        endpoint = f"tcp/127.0.0.1:{_free_port()}"
+        try:
+            return ZenohChannel(key, listen=[endpoint]), endpoint
+        except ChannelError as exc:
+            last = exc
+    raise ChannelError(f"zenoh bench writer found no free port on 127.0.0.1: {last}")
 
 
 def _run_inproc(frame: np.ndarray, n: int, gap_s: float, clock: Clock) -> np.ndarray:
@@ -143,36 +305,58 @@ def _run_cross_process(kind: str, frame: np.ndarray, n: int, gap_s: float, clock
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     recv_end, send_end = ctx.Pipe(duplex=False)
-    shm: SharedArrayChannel | None = None
-    queue: Any = None
+    writer: Any = None
+    cleanup: Callable[[], None] | None = None
     if kind == "shm":
-        shm = SharedArrayChannel.create("bench", frame.shape, frame.dtype, clock=MONOTONIC)
-        proc = ctx.Process(target=_shm_reader, args=(shm.spec, n, ready, send_end, shm_read),
-                           name="bench-shm-reader", daemon=True)
+        writer = SharedArrayChannel.create("bench", frame.shape, frame.dtype, clock=MONOTONIC)
+        target, args = _shm_reader, (writer.spec, n, ready, send_end, shm_read)
+
+        def cleanup() -> None:
+            writer.close()
+            writer.unlink()
+    elif kind == "iceoryx2":
+        service = f"rtvla/bench/{os.getpid()}-{secrets.token_hex(4)}"
+        writer = _IoxWriter(service, frame.nbytes)
+        target, args = _iceoryx_reader, (service, frame.shape, n, ready, send_end, shm_read)
+        cleanup = writer.close
+    elif kind == "zenoh":
+        key = f"rtvla/bench/{os.getpid()}-{secrets.token_hex(4)}"
+        writer, endpoint = _zenoh_writer(key)
+        target, args = _zenoh_reader, (key, endpoint, n, ready, send_end)
+        cleanup = writer.close
     else:
         queue = ctx.Queue()
-        proc = ctx.Process(target=_queue_reader, args=(queue, n, ready, send_end),
-                           name="bench-queue-reader", daemon=True)
-    proc.start()
-    send_end.close()  # the child holds its copy; EOF on ours then means the child is gone
+        target, args = _queue_reader, (queue, n, ready, send_end)
+
+        class _QueueWriter:
+            def publish(self, value: np.ndarray) -> None:
+                queue.put((time.monotonic_ns(), value))
+
+        writer = _QueueWriter()
+
+        def cleanup() -> None:
+            queue.close()
+            queue.join_thread()
+    proc = ctx.Process(target=target, args=args, name=f"bench-{kind}-reader", daemon=True)
     try:
+        proc.start()
+        send_end.close()  # the child holds its copy; EOF on ours then means the child is gone
         if not ready.wait(_START_TIMEOUT_S):
             raise ChannelError(f"{kind} bench reader did not start within {_START_TIMEOUT_S} s")
+        if kind == "zenoh" and not writer.wait_matched(_START_TIMEOUT_S):
+            raise ChannelError(f"zenoh bench reader did not connect within {_START_TIMEOUT_S} s")
         for i in range(n):
             _pace(clock, gap_s)
-            if shm is not None:
-                shm.publish(frame)
-            else:
-                queue.put((time.monotonic_ns(), frame))
+            writer.publish(frame)
             if not recv_end.poll(_ACK_TIMEOUT_S):
                 raise ChannelError(f"{kind} bench reader did not acknowledge frame {i + 1} "
                                    f"within {_ACK_TIMEOUT_S} s (exit code {proc.exitcode})")
             recv_end.recv_bytes()
         if not recv_end.poll(_ACK_TIMEOUT_S):
             raise ChannelError(f"{kind} bench reader sent no results")
-        lat = recv_end.recv()
+        lat = np.frombuffer(recv_end.recv_bytes(), np.int64).copy()
         proc.join(timeout=10.0)
-        return np.asarray(lat, np.int64)
+        return lat
     except EOFError as exc:
         raise ChannelError(f"{kind} bench reader exited early (exit code {proc.exitcode})") from exc
     finally:
@@ -180,12 +364,8 @@ def _run_cross_process(kind: str, frame: np.ndarray, n: int, gap_s: float, clock
         if proc.is_alive():
             proc.terminate()
             proc.join(timeout=5.0)
-        if shm is not None:
-            shm.close()
-            shm.unlink()
-        if queue is not None:
-            queue.close()
-            queue.join_thread()
+        if cleanup is not None:
+            cleanup()
 
 
 def _measure(kind: str, nbytes: int, iterations: int, warmup: int, gap_s: float,
@@ -194,10 +374,8 @@ def _measure(kind: str, nbytes: int, iterations: int, warmup: int, gap_s: float,
     n = iterations + warmup
     if kind == "inproc":
         lat = _run_inproc(frame, n, gap_s, clock)
-    elif kind in ("shm", "mp_queue"):
-        lat = _run_cross_process(kind, frame, n, gap_s, clock, shm_read)
     else:
-        raise ValueError(f"channel kind must be one of {CHANNEL_KINDS}, got {kind!r}")
+        lat = _run_cross_process(kind, frame, n, gap_s, clock, shm_read)
     if lat.size < n:
         raise ChannelError(f"{kind} bench reader returned {lat.size} of {n} samples")
     return lat[warmup:]
@@ -244,7 +422,9 @@ def bench_channels(
     """Measure every (payload, channel) pair; returns the JSON rows and the raw samples (us).
 
     ``progress(label)`` is called before each configuration. ``clock`` paces the writer
-    between frames (``gap_s``); latencies are always real monotonic time.
+    between frames (``gap_s``); latencies are always real monotonic time. A kind whose
+    optional package (iceoryx2, eclipse-zenoh) is missing raises :class:`ChannelError`;
+    :func:`available_kinds` filters them out beforehand.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -257,6 +437,11 @@ def bench_channels(
     unknown = [k for k in kinds if k not in CHANNEL_KINDS]
     if unknown:
         raise ValueError(f"channel kinds must be among {CHANNEL_KINDS}, got {unknown}")
+    missing = [k for k in kinds if k not in available_kinds(kinds)]
+    if missing:
+        raise ChannelError(f"channel kinds {missing} need packages that are not installed: "
+                           + ", ".join(f"{k} needs {_OPTIONAL[k]}" for k in missing)
+                           + " (pip install 'rtvla[zenoh,iceoryx2]')")
     for nbytes in payloads:
         payload(nbytes)  # validates the size before any process starts
     rows: list[dict[str, Any]] = []
@@ -267,7 +452,7 @@ def bench_channels(
                 progress(f"{kind} {nbytes:,} B")
             lat = _measure(kind, nbytes, iterations, warmup, gap_s, clock, shm_read)
             row = summarize(kind, nbytes, lat)
-            if kind == "shm":
+            if kind in _READ_KINDS:
                 row["read"] = shm_read
             rows.append(row)
             samples[f"{kind} {nbytes:,} B"] = lat / 1e3
