@@ -451,6 +451,14 @@ class ControlLoop(Component):
     def _release(self, now: int, state: RobotState, why: str) -> None:
         if not self._tripped:
             return
+        # A robot that latches its own stop (a ROS 2 driver proxy) is released with the loop.
+        reset = getattr(self.robot, "reset_stop", None)
+        if callable(reset):
+            try:
+                reset()
+            except RobotError as exc:
+                self.recorder.event(self.name, "stop_reset_refused", f"robot.reset_stop() failed: {exc}")
+                return
         # Resume from where the robot actually is, holding it; only setpoints published after
         # the reset move it (those seen while stopped stay refused).
         self.trajectory.reset(state.q)

@@ -85,6 +85,15 @@ def build_messages(instruction: str, context: PlanContext,
     ]
     if context.scene:
         lines.append("Scene: " + json.dumps(context.scene, sort_keys=True, default=str))
+    if context.observations:
+        seen = []
+        for o in context.observations:
+            pos = o.get("position")
+            where = f" at ({pos[0]:.2f}, {pos[1]:.2f}, {pos[2]:.2f}) m" if pos else ""
+            seen.append(f"{o.get('label')}{where}, {float(o.get('age_s', 0.0)):.1f} s ago")
+        lines.append("Seen by the cameras: " + "; ".join(seen))
+    if context.failure:
+        lines.append(f"The previous plan failed: {context.failure}. Plan again from the current state.")
     if not with_schema:
         lines.append("JSON schema of the answer: " + json.dumps(plan_json_schema(caps)))
     lines.append(f"Instruction: {instruction}")
@@ -111,7 +120,9 @@ class OpenAIPlanner:
         self.model = settings.model
         self.max_tokens = settings.max_tokens
         # None = not tried yet; False once the server rejected response_format.
-        self._structured_ok: bool | None = None if settings.structured_output != "off" else False
+        # The response_format this server accepts, found once: "json_schema" (structured
+        # output), "json_object" (+ the schema), or "plain" JSON prompting. None: not known yet.
+        self._format: str | None = "plain" if settings.structured_output == "off" else None
         self._http_client = http_client
         self._own_client = client is None
         self._client: openai.AsyncOpenAI | None = client
@@ -142,7 +153,12 @@ class OpenAIPlanner:
     @property
     def structured_supported(self) -> bool | None:
         """Whether the server accepted ``response_format`` (None until the first request)."""
-        return self._structured_ok
+        return None if self._format is None else self._format != "plain"
+
+    @property
+    def response_format(self) -> str | None:
+        """``json_schema``, ``json_object`` or ``plain`` once known for this server."""
+        return self._format
 
     async def plan(self, instruction: str, context: PlanContext | None = None) -> Plan:
         return (await self.plan_detailed(instruction, context)).plan
@@ -152,40 +168,47 @@ class OpenAIPlanner:
         """Ask the server, parse and validate; raises LLMServerError, PlannerTimeout,
         PlanParseError or PlanValidationError."""
         ctx = context if context is not None else PlanContext()
-        structured = self._structured_ok is not False
-        try:
-            response = await self._request(instruction, ctx, structured)
-        except openai.BadRequestError as exc:
-            if not structured or self.settings.structured_output == "json_schema":
-                raise LLMServerError(f"HTTP 400 from {self.settings.base_url}: {_short(exc)}") from None
-            # Servers without structured output (older llama.cpp, some proxies) answer 400:
-            # plain JSON prompting from now on, for this server.
-            logger.info("server %s rejected response_format (%s); using plain JSON prompting",
-                        self.settings.base_url, _short(exc))
-            structured = False
-            response = await self._request(instruction, ctx, structured)
-            self._structured_ok = False
-        else:
-            if structured:
-                self._structured_ok = True
-        return self._parse(response, ctx, structured)
+        fmt = self._format or "json_schema"
+        while True:
+            try:
+                response = await self._request(instruction, ctx, fmt)
+                break
+            except (openai.BadRequestError, openai.InternalServerError) as exc:
+                # Servers without json_schema structured output answer 400 (older llama.cpp)
+                # or 500 (some proxies); many accept json_object. Step down once per server,
+                # and only to a format that then works.
+                forced = self.settings.structured_output == "json_schema"
+                # Only 400 and 500 can mean "format refused"; 502-504 are a server or gateway
+                # that is unavailable (retried by the service), and a 500 to json_object too
+                # is the server failing, not refusing a format.
+                broken = exc.status_code > 500 or (exc.status_code == 500 and fmt != "json_schema")
+                if fmt == "plain" or fmt == self._format or forced or broken:
+                    raise LLMServerError(f"HTTP {exc.status_code} from {self.settings.base_url}: "
+                                         f"{_short(exc)}") from None
+                nxt = _FORMATS[_FORMATS.index(fmt) + 1]
+                logger.info("server %s refused response_format %s (HTTP %s: %s); trying %s",
+                            self.settings.base_url, fmt, exc.status_code, _short(exc), nxt)
+                fmt = nxt
+        self._format = fmt
+        return self._parse(response, ctx, fmt != "plain")
 
-    async def _request(self, instruction: str, ctx: PlanContext, structured: bool) -> Any:
+    async def _request(self, instruction: str, ctx: PlanContext, fmt: str) -> Any:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": build_messages(instruction, ctx, with_schema=structured),
+            "messages": build_messages(instruction, ctx, with_schema=fmt == "json_schema"),
             "temperature": self.settings.temperature,
             "max_tokens": self.max_tokens,
         }
-        if structured:
+        schema = plan_json_schema(ctx.capabilities)
+        if fmt == "json_schema":
             kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "robot_plan", "schema": plan_json_schema(ctx.capabilities)},
-            }
+                "type": "json_schema", "json_schema": {"name": "robot_plan", "schema": schema}}
+        elif fmt == "json_object":
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
         try:
             return await self.client.chat.completions.create(**kwargs)
-        except openai.BadRequestError:
-            raise
+        except (openai.BadRequestError, openai.InternalServerError):
+            raise  # plan_detailed steps down the response formats, or reports it
         except openai.APITimeoutError:
             raise PlannerTimeout(f"request to {self.settings.base_url} timed out") from None
         except openai.APIStatusError as exc:
@@ -217,6 +240,9 @@ class OpenAIPlanner:
             await self._client.close()
         if self._own_client:
             self._client = None
+
+
+_FORMATS = ("json_schema", "json_object", "plain")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

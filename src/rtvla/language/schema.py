@@ -290,6 +290,11 @@ class PlanContext(BaseModel):
     robot_place: str | None = None
     holding: str | None = None
     scene: dict[str, Any] = Field(default_factory=dict)
+    # What the cameras see now: [{"label", "position": [x, y, z] | None, "age_s"}]. Not part
+    # of the cache key: plans name things, they do not depend on where exactly they are.
+    observations: list[dict[str, Any]] = Field(default_factory=list)
+    # Why the previous plan failed, when this is a request for a new one.
+    failure: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> PlanContext:
@@ -303,7 +308,7 @@ class PlanContext(BaseModel):
     @cached_property
     def digest(self) -> str:
         """Hash of capabilities, place, held object and scene: part of the cache key."""
-        state = json.dumps([self.robot_place, self.holding, self.scene], sort_keys=True,
+        state = json.dumps([self.robot_place, self.holding, self.scene, self.failure], sort_keys=True,
                            default=str)
         return hashlib.blake2b((self.capabilities.digest + state).encode(),
                                digest_size=12).hexdigest()

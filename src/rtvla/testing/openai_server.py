@@ -4,6 +4,8 @@ It speaks ``POST /v1/chat/completions`` and ``GET /v1/models``. Each request tak
 scripted :class:`Reply` (or the default one): a valid plan, the plan fenced in markdown,
 chatty text with the JSON inside, invalid JSON, the wrong schema, an HTTP error, a slow
 answer, or a hang that never answers until the client gives up or the server shuts down.
+``reject_json_schema=500`` answers that status to ``response_format`` of type
+``json_schema`` only (some servers answer 500 there and accept ``json_object``).
 ``reject_response_format=True`` makes it answer 400 to any request carrying
 ``response_format``, like servers without structured output. It records every request and
 the highest number of requests in flight at once.
@@ -130,17 +132,20 @@ class ScriptedOpenAIServer:
     Args:
         default: the reply when the script is empty.
         reject_response_format: answer 400 to requests carrying ``response_format``.
+        reject_json_schema: answer this HTTP status to ``response_format`` type ``json_schema``.
         models: the names ``/v1/models`` lists.
         plan_for: instruction -> plan dict for replies without a fixed plan (default: the
             rule planner's plan, so the server behaves like a competent model).
     """
 
     def __init__(self, *, default: Reply | None = None, reject_response_format: bool = False,
+                 reject_json_schema: int | None = None,
                  models: tuple[str, ...] = ("scripted", "scripted-small"),
                  plan_for: Callable[[str | None], dict[str, Any]] | None = None,
                  capabilities: Capabilities | None = None) -> None:
         self.default = default or Reply.valid()
         self.reject_response_format = reject_response_format
+        self.reject_json_schema = reject_json_schema
         self.models = models
         self.plan_for = plan_for or _rules_plan(capabilities or Capabilities.default())
         self.requests: list[RecordedRequest] = []
@@ -323,6 +328,12 @@ class _Handler(BaseHTTPRequestHandler):
         reply = owner._begin(rec)
         outcome = "answered"
         try:
+            fmt = body.get("response_format") or {}
+            if owner.reject_json_schema and fmt.get("type") == "json_schema":
+                rec.reply = "reject_json_schema"
+                self._send(owner.reject_json_schema, {"error": {"message": "json_schema is not supported",
+                                                               "type": "server_error"}})
+                return
             if owner.reject_response_format and "response_format" in body:
                 rec.reply = "reject_response_format"
                 self._send(400, {"error": {"message": "response_format is not supported",
