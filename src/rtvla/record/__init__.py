@@ -2,14 +2,16 @@
 
 ``RunRecord`` writes ``run.mcap`` (and serves it live); ``VideoWriter`` encodes
 ``episode.mp4``; ``LeRobotDatasetWriter`` writes LeRobot v3.0 datasets; ``summarize_mcap``
-reads a record back. ``rtvla.record.sim_view`` (MuJoCo) and ``rtvla.record.episodes``
-(the lock-step recorder behind ``rtvla record``) are imported on demand.
+reads a record back; ``RunRecording`` wires all of them to a runtime stack.
+``rtvla.record.sim_view`` (MuJoCo) and ``rtvla.record.episodes`` (the lock-step recorder
+behind ``rtvla record``) are imported on demand.
 """
 
 from __future__ import annotations
 
 from rtvla.record.lerobot import LeRobotDatasetWriter, read_info
 from rtvla.record.mcap import RunRecord
+from rtvla.record.run import RunRecording
 from rtvla.record.settings import RecordSettings
 from rtvla.record.summary import render_mcap_summary, summarize_mcap
 from rtvla.record.video import VideoWriter
@@ -18,6 +20,7 @@ __all__ = [
     "LeRobotDatasetWriter",
     "RecordSettings",
     "RunRecord",
+    "RunRecording",
     "VideoWriter",
     "read_info",
     "render_mcap_summary",

@@ -292,6 +292,13 @@ class RunRecord:
             msg["step_us"] = float(step_s) * 1e6
         return self._put(("json", self._now(stamp_ns), ch.TOPICS["control"], "rtvla.ControlTiming", msg))
 
+    def log_control_series(self, lateness_us: Sequence[float], *, rate_hz: float = 100.0,
+                           end_ns: int | None = None, first_tick: int = 0) -> bool:
+        """Many ticks' lateness at once (a control process reports its ring when it stops):
+        tick ``k`` is stamped ``end_ns - (n - 1 - k) / rate_hz`` (default end: now)."""
+        samples = np.asarray(lateness_us, dtype=float).reshape(-1)
+        return self._put(("control_series", self._now(end_ns), samples, int(1e9 / rate_hz), int(first_tick)))
+
     def log_json(self, topic: str, schema_name: str, message: dict[str, Any],
                  stamp_ns: int | None = None) -> bool:
         """A message on a JSON channel whose schema is in ``channels.JSON_SCHEMAS``."""
@@ -365,6 +372,12 @@ class RunRecord:
             self._emit(ch.TOPICS["log"], fgc.LogChannel, ch.log_msg(t, item[2], item[3], item[4]), t)
         elif kind == "json":
             self._emit_json(item[2], item[3], item[4], t)
+        elif kind == "control_series":
+            samples, period, first = item[2], item[3], item[4]
+            n = len(samples)
+            for k, late in enumerate(samples):
+                self._emit_json(ch.TOPICS["control"], "rtvla.ControlTiming",
+                                {"lateness_us": float(late), "tick": first + k}, t - (n - 1 - k) * period)
         else:  # pragma: no cover - every producer above is in this module
             raise RecordError(f"unknown record item kind {kind!r}")
 

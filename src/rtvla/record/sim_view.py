@@ -45,14 +45,14 @@ class SceneView:
     """A fixed free camera over the scene, rendered from ``qpos_fn()`` on each call.
 
     ``lookat``/``distance``/``azimuth``/``elevation`` place the camera (MuJoCo's free
-    camera, degrees); by default it looks at the middle of the model from above and
-    behind, far enough back to see the whole room.
+    camera, degrees); by default it looks down at the middle of the floor from above one
+    corner, far enough back to see the whole room.
     """
 
     def __init__(self, model: Any, qpos_fn: Callable[[], np.ndarray], *, width: int = 480,
                  height: int = 360, lookat: tuple[float, float, float] | None = None,
                  distance: float | None = None, azimuth: float = 135.0,
-                 elevation: float = -50.0) -> None:
+                 elevation: float = -60.0) -> None:
         if width > model.vis.global_.offwidth or height > model.vis.global_.offheight:
             raise CameraUnavailable(
                 f"scene view {width}x{height} exceeds the offscreen buffer "
@@ -63,8 +63,10 @@ class SceneView:
         self._data = mujoco.MjData(model)
         cam = mujoco.MjvCamera()
         cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-        cam.lookat[:] = model.stat.center if lookat is None else lookat
-        cam.distance = float(distance if distance is not None else 1.1 * model.stat.extent)
+        c = model.stat.center
+        cam.lookat[:] = (c[0], c[1], 0.0) if lookat is None else lookat
+        # 0.7 x the model's extent frames the packaged room wall to wall at 4:3.
+        cam.distance = float(distance if distance is not None else 0.7 * model.stat.extent)
         cam.azimuth, cam.elevation = azimuth, elevation
         self.camera = cam
         self._renderer: Any = None
