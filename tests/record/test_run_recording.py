@@ -9,14 +9,18 @@ from pathlib import Path
 from types import SimpleNamespace as NS
 
 import av
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from mcap.reader import make_reader
 
 from rtvla.action.control import ControlLoop
+from rtvla.action.setpoints import Setpoint
 from rtvla.channels import LatestValue
 from rtvla.errors import RenderError
 from rtvla.metrics import Recorder
 from rtvla.record import RecordSettings, RunRecord, RunRecording, summarize_mcap
+from rtvla.record.dataset_tap import DatasetTap
 from rtvla.robots.sim import SimCamera, SimRobot
 
 
@@ -72,3 +76,37 @@ def test_a_control_process_lateness_series_is_stamped_back_from_its_end(tmp_path
         msgs = [(m.log_time, json.loads(m.data)) for _, _, m in make_reader(f).iter_messages()]
     assert [t for t, _ in msgs] == [980_000_000, 990_000_000, 1_000_000_000]
     assert [(d["tick"], d["lateness_us"]) for _, d in msgs] == [(0, 5.0), (1, 6.0), (2, 7.0)]
+
+
+def test_a_real_time_run_becomes_one_dataset_episode(tmp_path: Path) -> None:
+    robot = SimRobot()
+    robot.connect()
+    camera = SimCamera(robot, width=64, height=48, rate_hz=30)
+    try:
+        camera.open()
+    except RenderError as exc:
+        robot.close()
+        pytest.skip(f"no offscreen rendering here: {exc}")
+    setpoints = LatestValue("setpoints")
+    goal = robot.read_state().q + 0.1
+    setpoints.publish(Setpoint(stamp_ns=0, arm_q=goal, gripper=1.0))
+    try:
+        for success, n in ((True, 1), (False, 1)):
+            tap = DatasetTap(tmp_path / "ds", "hold still", camera=camera, robot=robot, fps=20,
+                             action_fn=setpoints.latest)
+            tap.start()
+            deadline = time.monotonic() + 20
+            while tap.writer.frames < 15 and time.monotonic() < deadline:
+                threading.Event().wait(0.02)
+            out = tap.close(success=success)
+            assert out["kept"] is success and out["frames"] >= 15 and out["total_episodes"] == n
+    finally:
+        camera.close()
+        robot.close()
+    info = json.loads((tmp_path / "ds/meta/info.json").read_text())
+    assert info["total_episodes"] == 1 and info["fps"] == 20
+    data = pq.read_table(tmp_path / "ds/data/chunk-000/file-000.parquet")
+    action = np.stack(data.column("action").to_numpy(zero_copy_only=False))
+    assert np.allclose(action[:, :5], goal, atol=1e-6) and np.all(action[:, 5] == 1.0)
+    with av.open(str(tmp_path / "ds/videos/observation.images.head/chunk-000/file-000.mp4")) as f:
+        assert sum(1 for _ in f.decode(video=0)) == data.num_rows
