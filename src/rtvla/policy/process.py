@@ -363,6 +363,8 @@ class PolicyProcess:
                 return None
             return codec.unpackb(ev.recv_bytes())
         except (EOFError, OSError):
+            if self._proc is not None:
+                self._proc.join(1.0)  # EOF comes as it exits: let the exit code settle
             return {"kind": "fatal", "payload": f"policy process exited ({self._exit_text()})"}
 
     def _drain_events(self) -> None:

@@ -114,4 +114,11 @@ def open_policy(source: str, options: Mapping[str, Any] | None = None) -> Policy
         return _open_onnx(source, opts)
     from rtvla.parts import build
 
-    return build("policy", source, opts, expect=Policy, where="policy.options")
+    # Checked here, not with build(expect=Policy): parts.check_type counts a runtime-checkable
+    # Protocol's own _is_protocol/_is_runtime_protocol attributes as required members.
+    policy = build("policy", source, opts, where="policy.options")
+    missing = [m for m in ("metadata", "infer", "close") if not hasattr(policy, m)]
+    if missing:
+        raise PartError(f"policy {source!r}: the factory returned a {type(policy).__name__}, expected "
+                        f"a Policy (missing {', '.join(missing)})")
+    return policy

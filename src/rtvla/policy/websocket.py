@@ -134,8 +134,11 @@ class WebsocketPolicy:
                                   "open_timeout": self.options.connect_timeout_s,
                                   # Closing must not wait long on a server that stopped answering.
                                   "close_timeout": 1.0}
-        if "proxy" in inspect.signature(connect).parameters:
+        params = inspect.signature(connect).parameters
+        if "proxy" in params:  # websockets >= 15 reads proxies from the environment by default
             kwargs["proxy"] = self.options.proxy
+        if "legacy" in params:  # >= 17.1: a plain connection object that this class closes itself
+            kwargs["legacy"] = True
         try:
             ws = connect(self.url, **kwargs)
         except InvalidURI as exc:
