@@ -52,14 +52,14 @@ def test_sim_surfaces_come_from_the_scene_geometry(sim) -> None:
     assert 1.65 < table.point[0] < 2.35 and -0.95 < table.point[1] < -0.05  # on the table top
     for obj in sim.world.objects.values():  # clear of the cubes standing there
         assert np.hypot(*(table.point[:2] - obj.position[:2])) >= 0.08
-    assert shelf.place == "shelf" and shelf.height_m == pytest.approx(1.2)
+    assert shelf.place == "shelf" and shelf.height_m == pytest.approx(0.7)
     assert -0.7 < shelf.point[0] < -0.3 and shelf.point[1] == pytest.approx(-1.5)
     assert s["counter"].place == "kitchen" and s["counter"].height_m == pytest.approx(0.40)
     for r in sim.world.receptacles.values():  # between the bins, not in one
         assert np.hypot(*(s["counter"].point[:2] - r.drop_point[:2])) >= 0.15
     down = sim.world.put_down_points()
     assert set(down) == {"table", "shelf", "kitchen"}
-    assert down["shelf"][2] == pytest.approx(1.22)  # a 4 cm cube's centre resting there
+    assert down["shelf"][2] == pytest.approx(0.72)  # a 4 cm cube's centre resting there
 
 
 def test_skills_and_planning_build_from_the_world(sim) -> None:
@@ -68,7 +68,7 @@ def test_skills_and_planning_build_from_the_world(sim) -> None:
     from rtvla.language import Capabilities
     from rtvla.language.schema import Workspace
     from rtvla.robots.sim import load_scene
-    from rtvla.runtime.stack import _scene_color_classes
+    from rtvla.runtime.wiring import color_classes
 
     w = sim.world
     info = SceneInfo(drop_points=w.drop_points(), locations=w.locations(), surfaces=w.put_down_points())
@@ -82,7 +82,9 @@ def test_skills_and_planning_build_from_the_world(sim) -> None:
     assert caps.locations == Capabilities.from_scene(load_scene()).locations
     scene = load_scene()
     assert labels_for_scene(w) == labels_for_scene(scene)
-    assert _scene_color_classes(w) == _scene_color_classes(scene)
+    classes = {c["label"]: c for c in color_classes(w)}
+    assert set(classes) == {*scene.objects, *scene.receptacles}
+    assert classes["blue_bin"]["min_size_m"] > classes["blue_cube"]["max_size_m"] * 0.9  # told apart by size
 
 
 def test_sim_process_factory_is_picklable_and_builds_the_same_robot(sim) -> None:
@@ -196,4 +198,4 @@ def test_a_bare_robot_becomes_an_embodiment_without_a_base(sim) -> None:
     with pytest.raises(ConfigError, match="process_safe needs a process_factory"):
         Embodiment(robot=sim.robot, process_safe=True)
     d = sim.describe()
-    assert d["cameras"]["head"]["frame"] == "base" and d["world"]["surfaces"]["shelf"]["height_m"] == 1.2
+    assert d["cameras"]["head"]["frame"] == "base" and d["world"]["surfaces"]["shelf"]["height_m"] == 0.7

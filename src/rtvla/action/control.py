@@ -81,6 +81,9 @@ class ControlSettings(BaseModel):
     hang_periods: int = Field(
         default=3, ge=1, description="a process-placed loop that publishes no tick for more than "
         "this many periods (observed on time by the parent) is treated as lost")
+    hang_min_s: float = Field(
+        default=0.25, ge=0, description="... and for at least this long: on a shared, noisy "
+        "machine a live control process can be held off its CPU for tens of milliseconds")
     stop_timeout_s: float = Field(default=5.0, gt=0, description="bound on stopping the control "
                                   "process, whatever state it is in")
 

@@ -304,14 +304,17 @@ def _child_main(
         loop = ControlLoop(robot, sp_ch, recorder=recorder, settings=settings, rate_hz=rate_hz,
                            state_out=publisher, commands=cmd_ch)
         publisher.loop = loop
-        report.update(apply_realtime(dataclasses.replace(realtime, cpus=None)))
-        if realtime.fifo_priority is not None and report.get("scheduler", "").startswith("SCHED_FIFO"):
-            report["helper_threads"] = _fifo_helpers(realtime.fifo_priority - _HELPER_PRIORITY_GAP)
-        loop.realtime = report
+        # The watcher starts before the real-time setup so that it, too, runs at the helpers'
+        # FIFO priority: a SCHED_OTHER thread that holds the GIL when another process
+        # preempts it keeps the control thread waiting (priority inversion).
         why: list[str] = []
         watcher = threading.Thread(target=_watch, args=(stop_conn, loop, ppid, why),
                                    name="control-watch", daemon=True)
         watcher.start()
+        report.update(apply_realtime(dataclasses.replace(realtime, cpus=None)))
+        if realtime.fifo_priority is not None and report.get("scheduler", "").startswith("SCHED_FIFO"):
+            report["helper_threads"] = _fifo_helpers(realtime.fifo_priority - _HELPER_PRIORITY_GAP)
+        loop.realtime = report
         conn.send(("ready", {"pid": os.getpid(), "realtime": loop.realtime}))
         stats = loop.run(duration_s=duration_s)
         if realtime.freeze_gc:
@@ -430,6 +433,7 @@ class ControlProcess:
         self._live_seq = -1
         self._stalled_polls = 0
         self._last_poll_ns = 0
+        self._progress_ns = 0
         self.setpoints: SharedArrayChannel | None = None
         self._state_ch: SharedArrayChannel | None = None
         self._stats_ch: SharedArrayChannel | None = None
@@ -575,12 +579,13 @@ class ControlProcess:
         if seq != self._live_seq:
             self._live_seq = seq
             self._stalled_polls = 0
+            self._progress_ns = now
             return None
         if on_time:
             self._stalled_polls += 1
-        if self._stalled_polls > self.settings.hang_periods:
-            self.lost_reason = (f"control loop hung: no tick for more than "
-                                f"{self.settings.hang_periods} periods "
+        quiet_s = (now - self._progress_ns) / 1e9 if self._progress_ns else 0.0
+        if self._stalled_polls > self.settings.hang_periods and quiet_s >= self.settings.hang_min_s:
+            self.lost_reason = (f"control loop hung: no tick for {quiet_s * 1e3:.0f} ms "
                                 f"({self._stalled_polls} on-time checks without progress)")
             return self.lost_reason
         return None

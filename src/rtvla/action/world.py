@@ -151,6 +151,17 @@ class WorldModel:
             return None
         return est
 
+    def observations(self, *, max_age_s: float = 30.0) -> list[dict[str, Any]]:
+        """Every estimate seen within ``max_age_s``, newest first, as plain data (a planner's
+        context): label, world position and age."""
+        now = self.clock.now_ns()
+        with self._lock:
+            ests = list(self._estimates.values())
+        out = [{"label": e.name, "position": [round(float(v), 3) for v in e.position],
+                "age_s": round(e.age_s(now), 2), "score": round(e.score, 2)}
+               for e in ests if e.age_s(now) <= max_age_s]
+        return sorted(out, key=lambda o: o["age_s"])
+
     def forget(self, name: str) -> None:
         """Drop the estimate of ``name`` (it was moved: the old position is wrong)."""
         with self._lock:

@@ -37,7 +37,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         run; 130: interrupted. The run folder holds report.json, metrics.jsonl, plots, run.log.
         """
         from rtvla.config import load_config
-        from rtvla.errors import ConfigError
+        from rtvla.errors import ConfigError, PartError
         from rtvla.metrics import render_table
         from rtvla.runtime.dashboard import Dashboard
         from rtvla.runtime.faults import parse_faults
@@ -48,6 +48,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             cfg = load_config(config)
             validate_sections(cfg)
             parse_faults(inject)
+        except PartError as exc:  # the stack cannot be built: exit 4, before anything starts
+            fail(str(exc), code=4)
         except ConfigError as exc:
             fail(str(exc))
         stop = threading.Event()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import threading
 import time
@@ -24,11 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rtvla.config import Config
-from rtvla.errors import PlanningError, RtvlaError
-from rtvla.language import PlanContext
+from rtvla.errors import RtvlaError
 from rtvla.metrics import MetricsLog, Recorder, build_report
 from rtvla.metrics.report import json_safe
 from rtvla.resources.sampler import hypervisor_steal_s
@@ -36,6 +32,7 @@ from rtvla.runtime.faults import FaultInjector, parse_faults
 from rtvla.runtime.run_dir import RunDir
 from rtvla.runtime.settings import RuntimeSettings
 from rtvla.runtime.stack import Stack
+from rtvla.runtime.task import carry_out
 from rtvla.timing import Periodic
 
 __all__ = ["EXIT_BUDGET", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "RunOptions", "RunOutcome",
@@ -128,16 +125,6 @@ class _Ticker:
     def __exit__(self, *exc: object) -> None:
         self.worker.stop(timeout=5)
         self.worker.call()  # the last interval, up to the end of the run
-
-
-def _nearest_place(stack: Stack) -> str | None:
-    pose = stack.robot.read_state().base_pose
-    best, dist = None, math.inf
-    for name, place in stack.embodiment.world.places.items():
-        d = float(np.hypot(pose[0] - place.pose[0], pose[1] - place.pose[1]))
-        if d < dist:
-            best, dist = name, d
-    return best if dist < 0.5 else None
 
 
 def run_task(
@@ -292,25 +279,26 @@ def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: d
     t0 = time.monotonic()
 
     state.phase = "planning"
-    ctx = PlanContext(capabilities=stack.capabilities, robot_place=_nearest_place(stack),
-                      holding=stack.robot.holding)
-    try:
-        result = stack.planner.plan_blocking(task, ctx)
-    except PlanningError as exc:
-        info["degraded_reason"] = str(exc)
-        return EXIT_FAILED, f"no plan for {task!r}: {exc}"
-    info.update(plan_source=result.source, plan=result.plan.to_json(), plan_latency_s=result.latency_s,
-                degraded_reason=result.reason)
-    state.plan_source = result.source + (" (degraded)" if result.degraded else "")
-    if result.degraded:
-        state.notes.append(f"plan degraded: {result.reason}")
-    state.steps = [a.summary() if hasattr(a, "summary") else str(a) for a in result.plan.actions]
-    if stop.is_set():
-        return EXIT_INTERRUPTED, "interrupted before execution"
 
-    state.phase = "executing"
-    remaining = max(0.1, limit - (time.monotonic() - t0))
-    execution = stack.executor.execute(result.plan, stop_event=stop, timeout_s=remaining)
+    def on_plan(result: Any) -> None:
+        state.plan_source = result.source + (" (degraded)" if result.degraded else "")
+        if result.degraded:
+            state.notes.append(f"plan degraded: {result.reason}")
+        state.steps = [a.summary() if hasattr(a, "summary") else str(a) for a in result.plan.actions]
+        state.phase = "executing"
+
+    replans = stack.llm.replans if stack.llm is not None else 1
+    outcome = carry_out(stack, task, stop, limit_s=limit, replans=replans, on_plan=on_plan)
+    if outcome.planning_error is not None and not outcome.plans:
+        info["degraded_reason"] = outcome.planning_error
+        return EXIT_FAILED, f"no plan for {task!r}: {outcome.planning_error}"
+    first, last = outcome.plans[0], outcome.plans[-1]
+    info.update(plan_source=last["source"], plan=last["plan"], plan_latency_s=first["latency_s"],
+                degraded_reason=first["degraded_reason"] or last["degraded_reason"],
+                plans=outcome.plans)
+    execution = outcome.execution
+    if execution is None:
+        return EXIT_INTERRUPTED, "interrupted before execution"
     duration = time.monotonic() - t0
     stack.recorder.latency("task", duration)
     info.update(duration_s=duration, success=execution.success, execution=execution.as_dict())
@@ -319,7 +307,8 @@ def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: d
     if stack.critical_failure:
         return EXIT_FAILED, f"critical component lost: {stack.critical_failure}"
     if execution.success and duration <= task_deadline:
-        return EXIT_OK, f"task succeeded in {duration:.1f} s"
+        return EXIT_OK, f"task succeeded in {duration:.1f} s" + (
+            f" after {len(outcome.plans) - 1} re-plan(s)" if len(outcome.plans) > 1 else "")
     if stop.is_set() and not execution.success:
         return EXIT_INTERRUPTED, "interrupted"
     if execution.success:
@@ -345,6 +334,7 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
     report["critical_budgets_met"] = all(crit) if crit else None
     report["task"] = {k: info[k] for k in ("instruction", "success", "duration_s", "plan_source")}
     report["task"].update({k: info[k] for k in ("plan", "plan_latency_s", "degraded_reason", "execution")})
+    report["task"]["plans"] = info.get("plans", [])
     report["degradations"] = [e for e in report["events"] if e["kind"] in _DEGRADATION_KINDS]
     report["wall_time_s"] = time.monotonic() - t_start
     if stack is not None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rtvla.config import Config, format_validation_error
-from rtvla.errors import ConfigError
+from rtvla.errors import ConfigError, PartError
 
 __all__ = ["RuntimeSettings", "validate_sections"]
 
@@ -79,6 +79,7 @@ def validate_sections(cfg: Config) -> list[str]:
     Raises :class:`ConfigError` with every problem found, each naming ``section.field``.
     """
     problems: list[str] = []
+    part_problem = False
     checked = []
     for name, validate in _validators(cfg).items():
         if name not in cfg.sections and name != "robot":  # the robot part is always checked
@@ -88,6 +89,7 @@ def validate_sections(cfg: Config) -> list[str]:
             validate(cfg.section(name))
         except ConfigError as exc:
             problems.append(str(exc))
+            part_problem = part_problem or isinstance(exc, PartError)
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise (PartError if part_problem else ConfigError)("; ".join(problems))
     return checked

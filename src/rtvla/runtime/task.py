@@ -1,0 +1,130 @@
+"""One task on a running stack: plan, execute, and plan again once when a step fails.
+
+The planner's context holds what the embodiment knows (places, objects, receptacles,
+surfaces), where the robot is, what it holds, and what the cameras see now (with age). When
+a step fails (not when the run is stopped or out of time), the planner is asked again,
+``[llm] replans`` times at most (default once), with the failure's reason and the state the
+robot is in then, within the task's deadline. Every plan and why the earlier ones failed is
+kept for the report.
+
+Usage::
+
+    outcome = carry_out(stack, "put the red cube on the shelf", stop_event, limit_s=120)
+    outcome.success, outcome.plans
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rtvla.errors import PlanningError
+from rtvla.language import PlanContext
+
+__all__ = ["TaskOutcome", "carry_out", "nearest_place", "plan_context"]
+
+logger = logging.getLogger(__name__)
+
+_NEAR_M = 0.5  # within this of a place's pose, the robot is "at" it
+
+
+@dataclass
+class TaskOutcome:
+    """How a task went: every plan tried (with source, latency and why it ended), the last
+    execution, and whether it succeeded."""
+
+    instruction: str
+    plans: list[dict[str, Any]] = field(default_factory=list)
+    execution: Any = None
+    success: bool = False
+    duration_s: float = 0.0
+    planning_error: str | None = None
+
+    @property
+    def last_plan(self) -> dict[str, Any] | None:
+        return self.plans[-1] if self.plans else None
+
+
+def nearest_place(stack: Any) -> str | None:
+    """The place the robot stands at (within 0.5 m), if any."""
+    try:
+        pose = stack.robot.read_state().base_pose
+    except Exception:
+        return None
+    best, dist = None, math.inf
+    for name, place in stack.embodiment.world.places.items():
+        d = float(np.hypot(pose[0] - place.pose[0], pose[1] - place.pose[1]))
+        if d < dist:
+            best, dist = name, d
+    return best if dist < _NEAR_M else None
+
+
+def plan_context(stack: Any, failure: str | None = None) -> PlanContext:
+    """What the planner is told: the world, the robot's place and load, what is seen now."""
+    world = stack.embodiment.world.summary()
+    scene = {k: world[k] for k in ("surfaces",) if world.get(k)}
+    try:
+        stack.world.update()
+        seen = stack.world.observations()
+    except Exception as exc:  # a planner context never fails a task
+        logger.debug("no observations for the planner: %s", exc)
+        seen = []
+    holding = getattr(stack.robot, "holding", None)
+    caps = stack.capabilities
+    return PlanContext(capabilities=caps, robot_place=nearest_place(stack),
+                       holding=holding if holding in caps.objects else None,
+                       scene=scene, observations=seen, failure=failure)
+
+
+def carry_out(stack: Any, instruction: str, stop: threading.Event, *, limit_s: float,
+              replans: int = 1, on_plan: Callable[[Any], None] | None = None) -> TaskOutcome:
+    """Plan ``instruction``, execute it, and re-plan after a failed step (see the module
+    docstring). ``on_plan(result)`` sees each plan before it runs (the dashboard)."""
+    out = TaskOutcome(instruction)
+    t0 = time.monotonic()
+    failure: str | None = None
+    for attempt in range(replans + 1):
+        try:
+            result = stack.planner.plan_blocking(instruction, plan_context(stack, failure))
+        except PlanningError as exc:
+            out.planning_error = str(exc)
+            if attempt == 0:
+                break
+            out.plans[-1]["replan_error"] = str(exc)
+            break
+        entry = {"attempt": attempt, "source": result.source, "plan": result.plan.to_json(),
+                 "latency_s": result.latency_s, "degraded_reason": result.reason,
+                 "after_failure": failure}
+        out.plans.append(entry)
+        if on_plan is not None:
+            on_plan(result)
+        if stop.is_set():
+            break
+        remaining = limit_s - (time.monotonic() - t0)
+        if remaining <= 0.1:
+            break
+        execution = stack.executor.execute(result.plan, stop_event=stop, timeout_s=remaining)
+        out.execution = execution
+        entry["status"] = execution.status.value
+        entry["failed_step"] = execution.failed_step
+        entry["reason"] = execution.reason
+        if execution.success:
+            out.success = True
+            break
+        if (stop.is_set() or stack.critical_failure or execution.status.value != "failed"
+                or attempt == replans):
+            break
+        failure = (f"step {execution.failed_step} ({execution.failed_action}) failed: "
+                   f"{execution.reason}")
+        stack.recorder.event("task", "replan", f"asking for a new plan: {failure}",
+                             attempt=attempt + 1)
+        logger.info("replanning after: %s", failure)
+    out.duration_s = time.monotonic() - t0
+    return out
