@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,14 @@ def test_the_control_process_hosts_the_robot(until) -> None:
         final = proc.stop()
         emb.close()
     assert final["robot"]["steps"] > 0 and final["robot"]["bumps"] == 0
+
+
+def test_the_example_config_is_valid_for_rtvla() -> None:
+    from typer.testing import CliRunner
+
+    from rtvla.cli.main import app
+
+    toml = Path(__file__).resolve().parents[2] / "examples" / "kinematic_arm" / "rtvla.toml"
+    res = CliRunner().invoke(app, ["config", "check", str(toml)])
+    assert res.exit_code == 0, res.output
+    assert "valid" in res.output
