@@ -55,7 +55,7 @@ def test_options_override_metadata(linear_onnx, linear_obs):
 
 def test_missing_and_misshapen_inputs(linear_onnx, linear_obs):
     p = OnnxPolicy(linear_onnx)
-    with pytest.raises(PolicyError, match=r"no 'observation/image' \\(input 'image'\\)"):
+    with pytest.raises(PolicyError, match=r"no 'observation/image' \(input 'image'\)"):
         p.infer({"observation/state": linear_obs["observation/state"]})
     with pytest.raises(PolicyError, match=r"shape \(5,\); input 'state' takes \[1, 8\]"):
         p.infer({**linear_obs, "observation/state": np.zeros(5, np.float32)})

@@ -126,9 +126,15 @@ def policy_info(source: str, options: dict[str, Any], *, observation: Any = None
         else:
             raise ConfigError(f"policy {source} declares no observation keys (an openpi server's metadata "
                               "rarely does); pass --preset libero|droid|aloha or --mapping FILE")
+        run = getattr(policy, "infer_unchecked", policy.infer)  # show a bad answer, then judge it
         t0 = time.perf_counter()
-        out = policy.infer(obs)
+        out = run(obs)
         rtt_ms = (time.perf_counter() - t0) * 1e3
+        if kind == "websocket" and isinstance(out, dict) and isinstance(out.get("actions"), np.ndarray) \
+                and out["actions"].ndim == 2 and (meta.horizon is None or meta.action_dim is None):
+            # What an openpi server's metadata leaves out, its first chunk tells.
+            meta = meta.with_overrides(horizon=meta.horizon or out["actions"].shape[0],
+                                       action_dim=meta.action_dim or out["actions"].shape[1])
         raw = out.get("actions") if isinstance(out, dict) else None
         arr = raw if isinstance(raw, np.ndarray) else None
         result: dict[str, Any] = {

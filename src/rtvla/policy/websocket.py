@@ -228,8 +228,20 @@ class WebsocketPolicy:
         """Send one observation, wait for its answer (at most ``timeout_s``), validate it.
 
         The output is the server's map as sent (``actions`` plus e.g. ``server_timing``);
-        :attr:`last_timing` adds the measured round trip.
+        :attr:`last_timing` adds the measured round trip. Unknown horizon/action_dim are
+        learned from the first valid chunk.
         """
+        out = self.infer_unchecked(observation)
+        actions = check_output(out, self._metadata, source=f"policy server {self.url}")
+        if self._metadata.horizon is None or self._metadata.action_dim is None:
+            self._metadata = self._metadata.with_overrides(
+                horizon=self._metadata.horizon or actions.shape[0],
+                action_dim=self._metadata.action_dim or actions.shape[1])
+        return out
+
+    def infer_unchecked(self, observation: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`infer` without validating the answer (``rtvla policy info`` shows what a
+        bad answer held); transport failures still raise."""
         from websockets.exceptions import ConnectionClosed
 
         data = codec.packb(dict(observation))  # CodecError for an unencodable observation
@@ -257,13 +269,10 @@ class WebsocketPolicy:
             self.failures += 1
             raise PolicyOutputError(f"policy server {self.url}: unreadable answer: {exc}") from None
         self.round_trips_s.append(rtt)
-        actions = check_output(out, self._metadata, source=f"policy server {self.url}")
-        if self._metadata.horizon is None or self._metadata.action_dim is None:
-            self._metadata = self._metadata.with_overrides(
-                horizon=self._metadata.horizon or actions.shape[0],
-                action_dim=self._metadata.action_dim or actions.shape[1])
+        if not isinstance(out, dict):
+            raise PolicyOutputError(f"policy server {self.url}: an answer is a map, got {type(out).__name__}")
         self.last_timing = {"round_trip_ms": rtt * 1e3,
-                            **{k: v for k, v in out.items() if k.endswith("_timing")}}
+                            **{k: v for k, v in out.items() if isinstance(k, str) and k.endswith("_timing")}}
         return out
 
     def round_trip_ms(self) -> dict[str, float]:
