@@ -183,3 +183,24 @@ def test_server_binds_loopback_by_default(onnx_policy):
     with PolicyServer(onnx_policy) as srv:
         assert srv.url.startswith("ws://127.0.0.1:")
         assert all(s.getsockname()[0] == "127.0.0.1" for s in srv._server.sockets)
+
+
+def test_real_time_chunking_fields_only_to_servers_that_advertise_it(tmp_path, linear_obs):
+    import json as _json
+
+    from rtvla.policy import RTC_DELAY_KEY, RTC_LEFTOVER_KEY, with_real_time_chunking
+    from rtvla.testing.policy_server import build_linear_policy
+
+    plain = build_linear_policy(tmp_path / "plain.onnx", image=(64, 64))
+    rtc = build_linear_policy(tmp_path / "rtc.onnx", image=(64, 64),
+                              metadata={"rtvla.capabilities": _json.dumps(["real_time_chunking"])})
+    leftover = np.ones((4, 7), np.float32)
+    for path, expect in ((plain, False), (rtc, True)):
+        with ScriptedPolicyServer(OnnxPolicy(path)) as srv, WebsocketPolicy(srv.url) as client:
+            assert client.metadata.real_time_chunking is expect
+            client.infer(with_real_time_chunking(linear_obs, client.metadata, leftover, 3))
+            seen = srv.seen[0]
+        assert (RTC_LEFTOVER_KEY in seen) is expect and (RTC_DELAY_KEY in seen) is expect
+        if expect:
+            np.testing.assert_array_equal(seen[RTC_LEFTOVER_KEY], leftover)
+            assert seen[RTC_DELAY_KEY] == 3

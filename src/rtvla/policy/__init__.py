@@ -11,6 +11,8 @@ from __future__ import annotations
 from rtvla.policy.actions import ActionMapping, ActionSlice, DecodedChunk
 from rtvla.policy.base import (
     REAL_TIME_CHUNKING,
+    RTC_DELAY_KEY,
+    RTC_LEFTOVER_KEY,
     Chunk,
     KeyPath,
     ObservationSpec,
@@ -22,6 +24,7 @@ from rtvla.policy.base import (
     key_path,
     key_text,
     set_path,
+    with_real_time_chunking,
 )
 from rtvla.policy.observation import (
     PRESETS,
@@ -50,6 +53,8 @@ __all__ = [
     "MODELS_DIR",
     "PRESETS",
     "REAL_TIME_CHUNKING",
+    "RTC_DELAY_KEY",
+    "RTC_LEFTOVER_KEY",
     "ActionMapping",
     "ActionSlice",
     "CameraInput",
@@ -84,4 +89,5 @@ __all__ = [
     "preset",
     "resize_with_pad",
     "set_path",
+    "with_real_time_chunking",
 ]

@@ -32,6 +32,8 @@ from rtvla.timing import MONOTONIC, Clock
 
 __all__ = [
     "REAL_TIME_CHUNKING",
+    "RTC_DELAY_KEY",
+    "RTC_LEFTOVER_KEY",
     "Chunk",
     "KeyPath",
     "ObservationSpec",
@@ -43,6 +45,7 @@ __all__ = [
     "key_path",
     "key_text",
     "set_path",
+    "with_real_time_chunking",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,10 @@ logger = logging.getLogger(__name__)
 #: Capability: the policy accepts the not-yet-executed rest of the previous chunk and the
 #: inference delay in ticks (Black et al. 2025) with each request.
 REAL_TIME_CHUNKING = "real_time_chunking"
+#: Request keys of a real-time-chunking request (LeRobot's RTC argument names): the
+#: not-yet-executed rest of the previous chunk ``[k, A]`` and the delay in policy steps.
+RTC_LEFTOVER_KEY = "prev_chunk_left_over"
+RTC_DELAY_KEY = "inference_delay"
 
 KeyPath = tuple[str, ...]
 
@@ -281,3 +288,21 @@ def infer_chunk(policy: Policy, observation: Mapping[str, Any], *, clock: Clock 
     actions = check_output(out, meta, source=source or meta.name)
     info = {k: v for k, v in out.items() if k != "actions"}
     return Chunk(actions, sent, received, info)
+
+
+def with_real_time_chunking(observation: Mapping[str, Any], metadata: PolicyMetadata,
+                            leftover: np.ndarray | None, delay_steps: int) -> dict[str, Any]:
+    """``observation`` plus the real-time-chunking fields, only when the policy advertises
+    the capability (a server that does not would choke on, or silently ignore, them)."""
+    out = dict(observation)
+    if not metadata.real_time_chunking:
+        return out
+    if delay_steps < 0:
+        raise PolicyError(f"inference_delay must be >= 0 steps, got {delay_steps}")
+    a = metadata.action_dim or (leftover.shape[1] if leftover is not None and leftover.ndim == 2 else 0)
+    rest = np.zeros((0, a), np.float32) if leftover is None else np.asarray(leftover, np.float32)
+    if rest.ndim != 2 or (metadata.action_dim is not None and rest.shape[1] != metadata.action_dim):
+        raise PolicyError(f"prev_chunk_left_over must be [k, {metadata.action_dim}], got shape {rest.shape}")
+    out[RTC_LEFTOVER_KEY] = rest
+    out[RTC_DELAY_KEY] = int(delay_steps)
+    return out
