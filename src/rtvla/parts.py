@@ -78,7 +78,7 @@ GROUPS: dict[str, str] = {
 BUILTINS: dict[str, dict[str, str]] = {
     "robot": {
         "sim": "rtvla.robots.sim.embodiment:make_sim",
-        "ros2": "rtvla.robots.ros2:make_embodiment",
+        "ros2": "rtvla.robots.ros2:make_robot",
     },
     "camera": {
         "opencv": "rtvla.perception.sources:OpenCVSource",
