@@ -74,18 +74,23 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         seconds: float = typer.Option(20.0, min=2.0, help="seconds per configuration"),
         repeats: int = typer.Option(1, min=1, help="off/on pairs (more give the noise between runs)"),
         out_dir: Path = typer.Option(Path("rtvla-bench/recording"), "--out", help="where the recordings go"),
+        workload: str = typer.Option("stack", help="stack: the default rtvla run stack (control in its own "
+                                                   "process); sim: sim + camera + control loop in a thread"),
         json_path: Path | None = typer.Option(None, "--json", help="write the figures as JSON"),
     ) -> None:
-        """Cost of recording (run.mcap + episode.mp4) vs the same sim run without it."""
+        """Cost of recording (run.mcap + episode.mp4) vs the same run without it."""
         from rtvla.bench.recording import bench_recording
         from rtvla.errors import RtvlaError
 
         with stage_progress(2 * repeats, lambda label: f"{label} for {seconds:g} s") as step:
             try:
-                res = bench_recording(seconds=seconds, repeats=repeats, directory=out_dir, progress=step)
-            except RtvlaError as exc:
+                res = bench_recording(seconds=seconds, repeats=repeats, directory=out_dir, progress=step,
+                                      workload=workload)
+            except (RtvlaError, ValueError) as exc:
                 fail(f"{type(exc).__name__}: {exc}")
-        t = Table(title=f"Recording cost (sim + camera 30 Hz + control 100 Hz, {seconds:g} s per row)")
+        what = ("the default stack, idle: control process, camera + perception 30 Hz, navigation"
+                if workload == "stack" else "sim + camera 30 Hz + control loop 100 Hz in a thread")
+        t = Table(title=f"Recording cost ({what}; {seconds:g} s per row)")
         for col in ("recording", "process CPU %", "recorder threads CPU %", "MB/s written",
                     "control late p50 us", "control late p99 us", "missed"):
             t.add_column(col, justify="right")

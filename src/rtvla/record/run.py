@@ -13,7 +13,9 @@ Usage (``runtime.main_job``)::
     stack.on_progress = recording.wrap_progress(stack.on_progress)
     recording.log_plan(task, result)                 # the planning service's PlanResult
     ...
-    report["recording"] = recording.close(control_final=stack.control_final)   # in the finally
+    recording.stop()                                 # in the finally, before stack.stop()
+    stack.stop()
+    report["recording"] = recording.close(control_final=stack.control_final)
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class RunRecording:
             for i, (name, src) in enumerate(cameras or [("", None)])
         ]
         self._closed = False
+        self._stopped = False
 
     @classmethod
     def for_stack(cls, stack: Any, run_dir: str | Path, settings: RecordSettings | None = None,
@@ -134,17 +137,25 @@ class RunRecording:
                 inner(p)
         return on_progress
 
+    def stop(self) -> None:
+        """Stop reading the stack (call it before the stack stops, so the last reads find
+        every part alive). Idempotent; :meth:`close` calls it too."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for tap in self.taps:
+            try:
+                tap.stop()
+            except Exception:
+                logger.exception("stopping a record tap failed")
+
     def close(self, *, control_final: dict[str, Any] | None = None) -> dict[str, Any]:
         """Stop the taps, add the control process's lateness series (process placement), finish
         ``episode.mp4`` and ``run.mcap``; returns what was recorded and what it cost."""
         if self._closed:
             return self._stats
         self._closed = True
-        for tap in self.taps:
-            try:
-                tap.stop()
-            except Exception:
-                logger.exception("stopping a record tap failed")
+        self.stop()
         if control_final and control_final.get("lateness_us") and not any(t.control for t in self.taps):
             self.record.log_control_series(control_final["lateness_us"],
                                            rate_hz=float(control_final.get("rate_hz") or 100.0))
