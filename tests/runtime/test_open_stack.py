@@ -95,3 +95,17 @@ def test_a_robot_without_a_base_refuses_navigation():
 def test_misconfigured_parts_fail_before_anything_starts(sections, message):
     with pytest.raises(PartError, match=message):
         validate_sections(_cfg(**sections))
+
+
+def test_python_api_runs_tasks_back_to_back_with_a_reset():
+    import rtvla
+
+    with rtvla.Stack.from_config(_cfg()) as stack:
+        first = stack.run("put the red cube in the blue bin")
+        assert first.success, first.reason
+        assert first.plans and first.components["control"]["count"] > 100
+        stack.reset_robot()
+        assert stack.robot.holding is None
+        second = stack.run("bring the green cube to the table then say done")
+        assert second.success, second.reason
+    assert not stack._started  # the context manager stopped it

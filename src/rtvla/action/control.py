@@ -208,6 +208,9 @@ class ControlLoop(Component):
         self._stop_reason = "stop requested"
         self._last_ask = 0.0
         self._asks_seen = (0, 0)
+        self._robot_reset_asks = 0
+        self._robot_resets_seen = 0
+        self._cmd_robot_resets = 0
         if chunks is not None and chunks.dof != self.dof:
             raise ConfigError(f"chunk queue dof {chunks.dof} does not match the robot's {self.dof}")
         self.clock = clock
@@ -417,10 +420,33 @@ class ControlLoop(Component):
         self._last_ask = COMMAND_RESET
         self._reset_asks += 1
 
+    def request_robot_reset(self) -> None:
+        """At the next tick, between commands: ``robot.reset()`` (a simulator back to its
+        start: robot home, objects in place), then hold where the robot now is."""
+        self._robot_reset_asks += 1
+
+    def _reset_robot(self, now: int) -> None:
+        reset = getattr(self.robot, "reset", None)
+        if not callable(reset):
+            self.recorder.event(self.name, "robot_reset_refused", "the robot has no reset()")
+            return
+        reset()
+        state = self.robot.read_state()
+        self._state = state
+        self.trajectory.reset(state.q)
+        self._base_vel[:] = 0.0
+        sample = self.setpoints.latest()
+        if sample is not None:
+            self._last_seq = sample.seq  # nothing published before the reset applies after it
+        self.recorder.event(self.name, "robot_reset", "robot reset to its start", stamp_ns=now)
+
     def _apply_requests(self, now: int, state: RobotState) -> None:
         """Stops and resets asked since the last tick, from this process and from the
         ``commands`` channel: any stop trips (and is counted); a reset releases only when it
         was the last thing asked."""
+        if self._robot_reset_asks != self._robot_resets_seen:
+            self._robot_resets_seen = self._robot_reset_asks
+            self._reset_robot(now)
         asks = (self._stop_asks, self._reset_asks)
         if asks != self._asks_seen:
             self._apply_counts(asks, self._asks_seen, self._last_ask, self._stop_reason, now, state)
@@ -433,10 +459,15 @@ class ControlLoop(Component):
             return
         self._cmd_seq = sample.seq
         try:
-            n_stop, n_reset, last = (float(x) for x in np.asarray(sample.value, dtype=float)[:3])
+            arr = np.asarray(sample.value, dtype=float)
+            n_stop, n_reset, last = (float(x) for x in arr[:3])
+            n_robot_reset = int(arr[3]) if arr.shape[0] > 3 else 0
         except (TypeError, ValueError) as exc:
             self._trip(f"undecodable control command: {exc}", now)
             return
+        if n_robot_reset > self._cmd_robot_resets:
+            self._cmd_robot_resets = n_robot_reset
+            self._reset_robot(now)
         counts = (int(n_stop), int(n_reset))
         self._apply_counts(counts, self._cmd_seen, last, "stop requested by the parent process",
                            now, state)

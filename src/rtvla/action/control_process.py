@@ -81,7 +81,7 @@ _STATS_FIELDS = (
 _STATS_EVERY = 10
 _STATS_SIZE = len(_STATS_FIELDS) + 1 + STEP_RING
 _PARENT_CHECK_S = 0.2
-_COMMANDS_SIZE = 3  # [stops, resets, last command]
+_COMMANDS_SIZE = 4  # [stops, resets, last command, robot resets]
 # The robot's threads in the control process run this far below the control thread.
 _HELPER_PRIORITY_GAP = 10
 
@@ -542,6 +542,14 @@ class ControlProcess:
     def reset_stop(self) -> None:
         """Release a latched stop; the robot holds where it is until the next setpoint."""
         self._command(COMMAND_RESET, 1)
+
+    def reset_robot(self) -> None:
+        """Reset the robot in the control process (a simulator back to its start)."""
+        ch = self._cmd_ch
+        if ch is None:
+            raise ComponentError(f"{self.name}: control process was not started")
+        self._commands[3] += 1
+        ch.publish(self._commands)
 
     def _command(self, code: float, index: int) -> None:
         ch = self._cmd_ch

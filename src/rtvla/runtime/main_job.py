@@ -32,7 +32,7 @@ from rtvla.runtime.faults import FaultInjector, parse_faults
 from rtvla.runtime.run_dir import RunDir
 from rtvla.runtime.settings import RuntimeSettings
 from rtvla.runtime.stack import Stack
-from rtvla.runtime.task import carry_out
+from rtvla.runtime.task import carry_out, evaluate_budgets
 from rtvla.timing import Periodic
 
 __all__ = ["EXIT_BUDGET", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "RunOptions", "RunOutcome",
@@ -71,37 +71,6 @@ class RunOutcome:
     report: dict[str, Any]
     run_dir: Path
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def evaluate_budgets(report: dict[str, Any], max_miss_ratio: float) -> dict[str, dict[str, Any]]:
-    """Per component: whether its budget was met over the run, and what failed.
-
-    Individual breaches stay listed under ``violations``; a budget counts as *met* when the
-    achieved rate is within 5 % of the minimum throughput, p99 latency is within the latency
-    budget, missed cycles are at most ``max_miss_ratio`` of the cycles, and the mean CPU and
-    peak memory (where measured) are within their ceilings.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for name, row in report["components"].items():
-        b = row["budget"]
-        failed = []
-        count = row.get("count") or 0
-        if (b.get("rate_hz") and b["min_throughput_hz"] > 0 and count > 1
-                and row["achieved_hz"] < 0.95 * b["min_throughput_hz"]):
-            failed.append(f"rate {row['achieved_hz']:.2f} Hz < {b['min_throughput_hz']:g} Hz")
-        p99 = (row.get("latency_ms") or {}).get("p99")
-        if p99 is not None and p99 > b["max_latency_ms"]:
-            failed.append(f"p99 latency {p99:.2f} ms > {b['max_latency_ms']:g} ms")
-        ticks = max(count, (row.get("latency_ms") or {}).get("count") or 0)
-        if row.get("missed") and ticks and row["missed"] / (ticks + row["missed"]) > max_miss_ratio:
-            failed.append(f"missed {row['missed']} of {ticks + row['missed']} cycles "
-                          f"(> {max_miss_ratio:.2%})")
-        if row.get("cpu_percent") and row["cpu_percent"] > b["max_cpu_percent"]:
-            failed.append(f"mean CPU {row['cpu_percent']:.0f} % > {b['max_cpu_percent']:g} %")
-        if row.get("memory_mb") and row["memory_mb"] > b["max_memory_mb"]:
-            failed.append(f"memory {row['memory_mb']:.0f} MB > {b['max_memory_mb']:g} MB")
-        out[name] = {"met": not failed, "critical": bool(b.get("critical")), "failed": failed}
-    return out
 
 
 class _Ticker:

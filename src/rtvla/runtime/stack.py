@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from rtvla.action.control import ControlLoop, ControlSettings
 from rtvla.action.control_process import ControlProcess
 from rtvla.action.executor import Progress, TaskExecutor
@@ -44,7 +46,7 @@ from rtvla.channels import LatestValue
 from rtvla.config import Config
 from rtvla.errors import RuntimeStackError
 from rtvla.language import Capabilities, LLMSettings, PlanningService
-from rtvla.metrics import Recorder
+from rtvla.metrics import Recorder, build_report
 from rtvla.perception import PerceptionConfig, VisionPipeline
 from rtvla.resources import PsutilSampler, ResourceAllocator, ResourcesConfig, SystemMonitor
 from rtvla.robots.embodiment import Embodiment
@@ -52,6 +54,7 @@ from rtvla.runtime.admission import admit, cgroup_limits, cgroup_release, pin_cu
 from rtvla.runtime.remote_robot import ProcessSetpoints, RemoteRobot
 from rtvla.runtime.settings import RuntimeSettings, validate_sections
 from rtvla.runtime.supervisor import Supervisor
+from rtvla.runtime.task import TaskReport, carry_out, evaluate_budgets
 from rtvla.runtime.wiring import (
     OpenedCamera,
     build_embodiment,
@@ -116,7 +119,7 @@ def _pin_control(settings: ControlSettings, table: dict[str, Any]) -> ControlSet
 
 
 def _pipeline(cfg: Config, emb: Embodiment, cam: OpenedCamera, recorder: Recorder, *,
-              primary: bool) -> VisionPipeline:
+              primary: bool, detectors: list[Any] | None = None) -> VisionPipeline:
     """A latest-frame pipeline for one camera: measured as ``perception`` (the first) or
     ``perception.<camera>`` (sub-components inherit perception's budget)."""
     ptable = cfg.section("perception")
@@ -128,7 +131,8 @@ def _pipeline(cfg: Config, emb: Embodiment, cam: OpenedCamera, recorder: Recorde
         w, h = size  # quality levels relative to what the camera delivers: never upscale
         pcfg = pcfg.model_copy(update={"resolutions": [(w, h), (w * 3 // 4, h * 3 // 4), (w // 2, h // 2)]})
     name = "perception" if primary else f"perception.{cam.name}"
-    return VisionPipeline(cam.source, pcfg.build_detectors(), settings=pcfg.pipeline_settings(),
+    dets = list(detectors) if detectors is not None else pcfg.build_detectors()
+    return VisionPipeline(cam.source, dets, settings=pcfg.pipeline_settings(),
                           recorder=recorder, budget=cfg.budget("perception"), rate_hz=pcfg.rate_hz,
                           own_source=False, name=name)
 
@@ -202,9 +206,13 @@ class Stack:
         llm_url: str | None = None,
         model: str | None = None,
         stop_event: threading.Event | None = None,
+        embodiment: Embodiment | None = None,
+        detectors: list[Any] | None = None,
+        planner: Any = None,
     ) -> Stack:
         """Validate every section and resolve every part, then construct (not start) the
-        whole stack around the robot plug-in's :class:`Embodiment`."""
+        whole stack around the robot plug-in's :class:`Embodiment`. ``embodiment``,
+        ``detectors`` and ``planner`` are parts given as objects instead of by name."""
         validate_sections(cfg)
         settings = RuntimeSettings.from_section(cfg.section("runtime"))
         llm_table = cfg.section("llm")
@@ -215,7 +223,7 @@ class Stack:
         llm = LLMSettings.from_mapping(llm_table)
         stop = stop_event or threading.Event()
 
-        emb = build_embodiment(cfg, recorder)
+        emb = embodiment if embodiment is not None else build_embodiment(cfg, recorder)
         ctl_settings = ControlSettings.from_config(cfg)
         control_rate = cfg.budget("control").rate_hz or 100.0
         process: ControlProcess | None = None
@@ -246,7 +254,8 @@ class Stack:
             cams = open_cameras(camera_specs(cfg, emb), emb)
             if not cams:
                 raise RuntimeStackError(f"robot {emb.name!r} carries no camera and [[cameras]] names none")
-            pipelines = [_pipeline(cfg, emb, cam, recorder, primary=i == 0) for i, cam in enumerate(cams)]
+            pipelines = [_pipeline(cfg, emb, cam, recorder, primary=i == 0, detectors=detectors)
+                         for i, cam in enumerate(cams)]
             pipeline = pipelines[0]
             primary = cams[0]
             if primary.pose_fn is None:
@@ -268,7 +277,7 @@ class Stack:
             stack_progress: list[Progress] = []
             executor = TaskExecutor(ctx)
             capabilities = capabilities_for(emb)
-            planner = build_planner(llm, cfg, capabilities, recorder)
+            planner = build_planner(llm, cfg, capabilities, recorder, planner=planner)
             rcfg = _resources_config(cfg.section("resources"), control_in_process=process is not None)
             sampler = PsutilSampler()
             monitor = rcfg.build_monitor(sampler, recorder=recorder)
@@ -296,6 +305,84 @@ class Stack:
         executor.on_progress = stack._progress
         supervisor.on_critical_failure = stack._critical_failure
         return stack
+
+    # -- the Python API ---------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: Config | str | os.PathLike[str] | None = None, *,
+                    recorder: Recorder | None = None, **parts: Any) -> Stack:
+        """Build a stack from a :class:`Config`, a path to ``rtvla.toml`` or the defaults
+        (``rtvla.toml`` in the working directory and ``RTVLA_*`` variables when None);
+        ``parts`` are :meth:`build`'s keyword arguments (``embodiment=``, ``planner=`` ...)."""
+        from rtvla.config import load_config
+
+        cfg = config if isinstance(config, Config) else load_config(config)
+        return cls.build(cfg, recorder if recorder is not None else Recorder(cfg.requirements), **parts)
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run(self, task: str, *, timeout_s: float | None = None) -> TaskReport:
+        """Carry out ``task`` on the started stack (plan, execute, re-plan once on a failed
+        step) and report it with every component's figures against its budget."""
+        limit = timeout_s if timeout_s is not None else (self.cfg.budget("task").deadline_s or 120.0)
+        replans = self.llm.replans if self.llm is not None else 1
+        self.stop_event.clear()
+        outcome = carry_out(self, task, self.stop_event, limit_s=limit, replans=replans)
+        ex = outcome.execution
+        if outcome.planning_error and not outcome.plans:
+            reason = f"no plan: {outcome.planning_error}"
+        elif ex is None:
+            reason = "stopped before execution"
+        elif ex.success:
+            reason = f"succeeded in {outcome.duration_s:.1f} s"
+        else:
+            reason = f"failed at step {ex.failed_step} ({ex.failed_action}): {ex.reason}"
+        if self.critical_failure:
+            reason = f"critical component lost: {self.critical_failure}"
+        self.recorder.latency("task", outcome.duration_s)
+        report = build_report(self.recorder)
+        if self.control_in_process:
+            report["components"]["control"]["missed"] = int(self.control.live_stats().get("missed", 0))
+        return TaskReport(task, outcome.success, outcome.duration_s, reason, outcome.plans,
+                          report["components"], evaluate_budgets(report, self.settings.max_miss_ratio),
+                          report["events"])
+
+    def reset_robot(self, timeout: float = 5.0) -> None:
+        """Put the robot back to its start (a simulator's scene reset) between tasks; the
+        world model forgets what it saw. Raises :class:`RuntimeStackError` if it cannot."""
+        before = self.robot.read_state().stamp_ns
+        if self.control_in_process:
+            self.control.reset_robot()
+        else:
+            self.control.request_robot_reset()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = [e for e in self.recorder.events if e.component == "control"
+                      and e.kind in ("robot_reset", "robot_reset_refused") and e.stamp_ns >= before]
+            if self.control_in_process:
+                # The child records in its own recorder: wait for a state published after.
+                st = self.control.wait_state(0.1)
+                if st is not None and st.state.stamp_ns > before and self._reset_seen(st):
+                    break
+            elif events:
+                if events[-1].kind == "robot_reset_refused":
+                    raise RuntimeStackError("the robot cannot be reset (it has no reset())")
+                break
+            else:
+                time.sleep(0.01)
+        else:
+            raise RuntimeStackError(f"the robot did not reset within {timeout:g} s")
+        for name in list(self.embodiment.world.objects):
+            self.world.forget(name)
+
+    def _reset_seen(self, st: Any) -> bool:
+        """A reset robot holds nothing and stands still (the simulator's start)."""
+        return float(np.abs(st.state.base_vel).max()) < 1e-6 and self.robot.holding is None
 
     # -- events ---------------------------------------------------------------------------
 

@@ -201,13 +201,14 @@ def scene_info(world: WorldKnowledge) -> SceneInfo:
 # -- planner --------------------------------------------------------------------------------
 
 def build_planner(llm: LLMSettings, cfg: Config, capabilities: Capabilities,
-                  recorder: Recorder) -> PlanningService:
+                  recorder: Recorder, *, planner: Any = None) -> PlanningService:
     """The planning service around the configured planner: ``[llm] planner`` (a built-in
     ``openai``/``rules``, an entry point or ``module:attr`` with ``[llm.planner_options]``),
     else the OpenAI-compatible planner when ``base_url`` is set, else the rule planner."""
-    planner = None
     spec = llm.planner
-    if spec is not None and spec not in ("openai", "rules"):
+    if planner is not None:
+        pass  # given as an object
+    elif spec is not None and spec not in ("openai", "rules"):
         planner = parts.build("planner", spec, llm.planner_options, capabilities=capabilities,
                               recorder=recorder)
     elif spec == "openai" and not llm.base_url:
