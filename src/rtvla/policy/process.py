@@ -158,6 +158,7 @@ def _decode_request(arr: np.ndarray) -> dict[str, Any]:
     n = int(arr[:_LEN_BYTES].view(np.uint64)[0])
     if n > arr.size - _LEN_BYTES:
         raise PolicyError(f"request length word {n} exceeds the channel")
+    # One copy of the payload only (the arrays decoded from it are views of these bytes).
     req = codec.unpackb(arr[_LEN_BYTES:_LEN_BYTES + n].tobytes())
     if not isinstance(req, dict) or "observation" not in req:
         raise PolicyError("malformed request: no observation")
@@ -178,6 +179,16 @@ class RequestWriter:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _request_room(meta: PolicyMetadata) -> int:
+    """Twice the declared observation's bytes plus 64 KiB (prompt, RTC fields, msgpack
+    framing); 4 MiB when the policy declares no shapes. Every publish copies the whole
+    channel, so it is sized to the observation rather than generously."""
+    sized = [s for s in meta.observation if s.dtype != "str"]
+    if not sized or any(not s.shape for s in sized):
+        return 4 << 20
+    return 2 * sum(int(np.prod(s.shape, dtype=np.int64)) * np.dtype(s.dtype).itemsize for s in sized) + 65536
 
 
 def _spec_to_wire(spec: ShmSpec) -> dict[str, Any]:
@@ -234,7 +245,8 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
         clock = MONOTONIC
         seq = 0
         while not stop.is_set():
-            sample = req_ch.wait_newer(seq, None)
+            # A view, not a copy of the whole channel: only the payload is copied, once.
+            sample = req_ch.wait_newer(seq, None, copy=False)
             if sample is None:
                 break
             seq = sample.seq
@@ -242,6 +254,8 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
             t0 = clock.now_ns()
             try:
                 req = _decode_request(sample.value)
+                if not req_ch.still_valid(sample):
+                    continue  # overwritten while being read: newer requests exist, serve the newest
                 tick, stamp = int(req.get("tick", 0)), int(req.get("stamp_ns", 0))
                 t0 = clock.now_ns()
                 actions: np.ndarray | None = check_output(policy.infer(req["observation"]), meta,
@@ -337,9 +351,7 @@ class PolicyProcess:
                 raise PolicyError(f"{self.name}: the policy's horizon and action_dim must be known to size "
                                   f"its chunk channel (got {meta.horizon} x {meta.action_dim}); set them in options")
             self.layout = ChunkLayout(meta.horizon, meta.action_dim)
-            size = self.max_request_bytes or max(1 << 20, 2 * sum(
-                int(np.prod(s.shape, dtype=np.int64)) * (np.dtype(s.dtype).itemsize if s.dtype != "str" else 1)
-                for s in meta.observation) + 65536)
+            size = self.max_request_bytes or _request_room(meta)
             self._requests = SharedArrayChannel.create(f"{self.name}-requests", (size + _LEN_BYTES,), np.uint8)
             self._chunks = SharedArrayChannel.create(f"{self.name}-chunks", (self.layout.size,), np.float64)
             self._writer_buf = np.zeros(self._requests.shape, np.uint8)

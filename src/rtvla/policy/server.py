@@ -79,6 +79,7 @@ class PolicyServer:
         self._stopped: asyncio.Event | None = None
         self._start_error: BaseException | None = None
         self._on_ready: Callable[[PolicyServer], None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.requests = 0
         self.errors = 0
         self.connections = 0
@@ -146,6 +147,10 @@ class PolicyServer:
         from websockets.frames import CloseCode
 
         self.connections += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         logger.info("policy server: connection from %s", websocket.remote_address)
         packer = codec.Packer()
         try:
@@ -202,7 +207,13 @@ class PolicyServer:
             await self._stopped.wait()
         finally:
             self._server.close()
-            await self._server.wait_closed()
+            # A handler may be inside a long inference delay: cancel it rather than wait.
+            for task in list(self._tasks):
+                task.cancel()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                logger.warning("policy server: connections still closing at shutdown")
 
     def start(self, timeout: float = 10.0) -> PolicyServer:
         """Serve from a daemon thread; returns once the port is bound."""
