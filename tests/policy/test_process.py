@@ -114,3 +114,17 @@ def test_child_dies_with_its_parent(tmp_path, linear_onnx):
     finally:
         parent.kill()
     assert not psutil.pid_exists(child_pid) or psutil.Process(child_pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_remote_policy_reconnects_after_its_server_drops(linear_onnx, linear_obs):
+    with ScriptedPolicyServer(OnnxPolicy(linear_onnx)) as srv:
+        srv.script(Behaviour.drop())
+        with PolicyProcess(srv.url, {"timeout_s": 10.0}) as p:
+            first = p.wait_chunk(p.request(linear_obs, tick=1), timeout=20.0)
+            assert first is not None and not first.ok
+            second = p.wait_chunk(p.request(linear_obs, tick=2), timeout=20.0)
+            assert second is not None and second.ok and second.tick == 2
+            stats = p.stats()
+            assert stats["reconnects"] == 1 and stats["errors"] == 1
+            assert "went away" in stats["last_error"] or "closed the connection" in stats["last_error"]
+        assert srv.connections == 2

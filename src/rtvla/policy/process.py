@@ -14,6 +14,10 @@ through two latest-value :class:`~rtvla.channels.shm.SharedArrayChannel` s:
   :class:`ChunkLayout`. Any process can attach to it from :attr:`PolicyProcess.chunk_spec`
   (the control process does) and read with :class:`ChunkReader`.
 
+A remote policy (``ws://``) that fails with :class:`~rtvla.errors.PolicyServerError` gets an
+error chunk for that request and is reconnected with backoff before the next one; the
+parent counts errors and reconnections (:meth:`PolicyProcess.stats`).
+
 Nothing user-supplied is pickled: the control pipes carry msgpack bytes; only the source
 string, its options and a factory reference travel as ``Process`` arguments. The child ignores
 SIGINT (the parent decides when it stops), sees its parent's death as EOF on the command
@@ -263,9 +267,20 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
             except Exception as exc:  # reported to the parent; the process keeps serving
                 actions = None
                 _send(event_conn, "error", {"request_id": seq, "error": f"{type(exc).__name__}: {exc}"})
+                lost = exc
+            else:
+                lost = None
             done = clock.now_ns()
             chunk_ch.publish(layout.pack(out, request_id=seq, tick=tick, request_ns=stamp, done_ns=done,
                                          infer_ns=done - t0, actions=actions))
+            if isinstance(lost, PolicyServerError) and hasattr(policy, "reconnect"):
+                # A remote policy went away: reconnect with backoff before the next request
+                # (the error chunk above already told the scheduler to cope meanwhile).
+                try:
+                    policy.reconnect(stop=stop)
+                    _send(event_conn, "reconnected", {"request_id": seq})
+                except PolicyServerError as exc:
+                    _send(event_conn, "error", {"request_id": seq, "error": f"reconnect failed: {exc}"})
     except BaseException as exc:
         _send(event_conn, "fatal", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         code = 1
@@ -320,7 +335,9 @@ class PolicyProcess:
         self._writer_buf: np.ndarray | None = None
         self._metadata: PolicyMetadata | None = None
         self.layout: ChunkLayout | None = None
-        self.errors: dict[int, str] = {}
+        self.errors: dict[int, str] = {}  # request id -> error text (the latest 256)
+        self.error_count = 0
+        self.reconnects = 0
         self.fatal: str | None = None
         self.pid: int | None = None
 
@@ -385,9 +402,12 @@ class PolicyProcess:
             if msg is None:
                 return
             if msg["kind"] == "error":
+                self.error_count += 1
                 self.errors[int(msg["payload"]["request_id"])] = str(msg["payload"]["error"])
                 if len(self.errors) > 256:
                     self.errors.pop(next(iter(self.errors)))
+            elif msg["kind"] == "reconnected":
+                self.reconnects += 1
             elif msg["kind"] == "fatal":
                 self.fatal = str(msg["payload"])
                 self._events = None
@@ -430,6 +450,13 @@ class PolicyProcess:
                 with contextlib.suppress(OSError):
                     conn.close()
                 setattr(self, attr, None)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for the run report: failed requests, reconnections, how the child ended."""
+        self._drain_events()
+        return {"errors": self.error_count, "reconnects": self.reconnects,
+                "last_error": next(reversed(self.errors.values()), None) if self.errors else None,
+                "alive": self._proc is not None and self._proc.is_alive() and self.fatal is None}
 
     def check_alive(self) -> str | None:
         """None while the child runs; else how it ended (with its last fatal error)."""
