@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rtvla.channels import shm_sync
 from rtvla.channels.base import Channel
 from rtvla.channels.shm import SharedArrayChannel, ShmSpec
 from rtvla.errors import ChannelClosed, ChannelError
@@ -367,3 +368,140 @@ def test_sigint_interrupts_a_blocked_wait(tmp_path: Path) -> None:
     assert proc.returncode == 3, err
     assert "interrupted" in out
     assert "leaked" not in err
+
+
+# --- memory ordering ---------------------------------------------------------------------------
+
+
+def test_fenced_ordering_round_trips_and_mixes_with_the_native_one() -> None:
+    with SharedArrayChannel.create("fenced", (5,), np.float64, ordering="atomic") as ch:
+        assert ch.ordering == "atomic"
+        native = SharedArrayChannel.attach(ch.spec)
+        assert native.ordering == ("tso" if shm_sync.tso_cpu() else "atomic")
+        assert ch.publish(np.arange(5.0)) == 1
+        assert native.publish(np.arange(5.0) * 2) == 2  # same layout, same protocol
+        s = ch.wait_newer(1, timeout=5.0)
+        assert s.seq == 2 and s.value.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
+        view = ch.latest(copy=False)
+        assert ch.still_valid(view)
+        native.close()
+
+
+def test_ordering_choices_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ChannelError, match="ordering must be one of"):
+        SharedArrayChannel.create("x", (2,), np.uint8, ordering="relaxed")
+    # A weakly ordered CPU: the plain x86 protocol is refused, auto picks the fenced one.
+    monkeypatch.setattr(shm_sync.platform, "machine", lambda: "aarch64")
+    with pytest.raises(ChannelError, match=r"relies on x86 store ordering.*aarch64"):
+        SharedArrayChannel.create("x", (2,), np.uint8, ordering="tso")
+    with SharedArrayChannel.create("arm", (2,), np.uint8) as ch:
+        assert ch.ordering == "atomic"
+        ch.publish(np.array([1, 2], np.uint8))
+        assert ch.latest().value.tolist() == [1, 2]
+
+
+def test_missing_libatomic_on_a_weak_cpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shm_sync.platform, "machine", lambda: "armv7l")
+    monkeypatch.setattr(shm_sync, "_libatomic", None)
+    monkeypatch.setattr(shm_sync.ctypes.util, "find_library", lambda name: "/nonexistent/libatomic.so.1")
+    with pytest.raises(ChannelError, match=r"libatomic.*apt install libatomic1"):
+        SharedArrayChannel.create("x", (2,), np.uint8)
+
+
+# --- dead peers never block a reader -----------------------------------------------------------
+
+
+def _wait_in_thread(ch: SharedArrayChannel, seq: int) -> tuple[threading.Thread, list]:
+    got: list = []
+    t = threading.Thread(target=lambda: got.append((ch.wait_newer(seq, timeout=None), time.monotonic())),
+                         daemon=True)
+    t.start()
+    return t, got
+
+
+def test_reader_waiting_forever_returns_when_the_creator_is_killed() -> None:
+    results = SPAWN.Queue()
+    p = SPAWN.Process(target=workers.create_and_hold, args=(results,), daemon=True)
+    p.start()
+    try:
+        spec = results.get(timeout=60.0)
+        ch = SharedArrayChannel.attach(spec)
+        assert ch.seq == 1 and ch.writer_gone() is None
+        t, got = _wait_in_thread(ch, 1)
+        assert not _joined(t, 0.3)  # it really waits while the creator lives
+        os.kill(p.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        assert _joined(t, 10.0), "reader still blocked on a dead creator"
+        sample, returned = got[0]
+        assert sample is None
+        assert returned - killed < 5.0
+        assert "creator" in (ch.writer_gone() or "")
+        assert ch.latest().value.tolist() == list(range(8))  # what was published stays readable
+        ch.close()
+    finally:
+        p.kill()
+        p.join(10.0)
+
+
+def test_reader_waiting_forever_returns_when_the_publisher_is_killed() -> None:
+    with SharedArrayChannel.create("dying-publisher", (4,), np.int32) as ch:
+        ready = SPAWN.Event()
+        p = SPAWN.Process(target=workers.hold_then_publish, args=(ch.spec, ready, 3), daemon=True)
+        p.start()
+        try:
+            assert ready.wait(60.0)
+            assert ch.seq == 3
+            t, got = _wait_in_thread(ch, 3)
+            assert not _joined(t, 0.3)
+            os.kill(p.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            assert _joined(t, 10.0), "reader still blocked on a dead publisher"
+            assert got[0][0] is None and got[0][1] - killed < 5.0
+        finally:
+            p.kill()
+            p.join(10.0)
+        assert "last publisher" in (ch.writer_gone() or "")
+        # A new publisher (here the creator) takes over: the channel works as before.
+        assert ch.publish(np.full(4, 9, np.int32)) == 4
+        assert ch.writer_gone() is None
+        assert ch.wait_newer(3, timeout=None).value.tolist() == [9, 9, 9, 9]
+
+
+def test_writer_killed_mid_copy_leaves_the_last_whole_frame() -> None:
+    """A writer of 4 MB frames is killed while it publishes as fast as it can, most likely
+    mid-copy: readers get the last complete frame, whole, at once, and the next writer goes on."""
+    with SharedArrayChannel.create("mid-copy", (2048, 2048), np.uint8, slots=2) as ch:
+        ready = SPAWN.Event()
+        p = SPAWN.Process(target=workers.publish_big_frames, args=(ch.spec, ready), daemon=True)
+        p.start()
+        try:
+            assert ready.wait(60.0)
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(10.0)
+        finally:
+            p.kill()
+        t0 = time.monotonic()
+        s = ch.latest()
+        assert time.monotonic() - t0 < 1.0
+        assert s.seq >= 5
+        assert s.value.min() == s.value.max() == s.seq & 0xFF
+        assert ch.wait_newer(s.seq, timeout=None) is None  # the writer is gone: no hang
+        assert ch.publish(np.full((2048, 2048), 7, np.uint8)) == s.seq + 1
+        assert ch.latest().value.max() == 7
+
+
+def test_abandoned_slot_is_rewritten_by_the_next_publish(ch: SharedArrayChannel) -> None:
+    ch.publish(np.full((4, 5, 3), 1, np.uint8))
+    words, slot = ch._words, 2 % ch.slots  # white box: a writer that died after marking seq 2
+    words.begin_write(slot, 2 * 2 + 1)
+    ch._frames[slot][:] = 200
+    s = ch.latest()
+    assert s.seq == 1 and int(s.value.max()) == 1
+    assert ch.wait_newer(0, timeout=0).seq == 1
+    assert ch.publish(np.full((4, 5, 3), 2, np.uint8)) == 2
+    assert ch.latest().value.min() == 2
+
+
+def _joined(t: threading.Thread, timeout: float) -> bool:
+    t.join(timeout)
+    return not t.is_alive()
