@@ -17,6 +17,7 @@ from rtvla.cli import (
     policy,
     record,
     run,
+    soak,
 )
 
 __all__ = ["app", "bench_app", "main"]
@@ -34,7 +35,7 @@ app.add_typer(bench_app, name="bench")
 
 # Every module here defines register(app, bench_app). Commands import their heavy
 # dependencies (MuJoCo, ONNX Runtime, OpenCV) inside the command, so `rtvla --help` is quick.
-for _mod in (config_cmd, bench_timing, perceive, plan, control, channels, run, parts, record, policy):
+for _mod in (config_cmd, bench_timing, perceive, plan, control, channels, run, parts, record, policy, soak):
     _mod.register(app, bench_app)
 
 

@@ -486,6 +486,11 @@ class PlanningService(Component):
         budget = deadline_s if deadline_s is not None else self.deadline_s
         return fut.result(timeout=timeout_s if timeout_s is not None else budget + 5.0)
 
+    def open(self) -> None:
+        """Start the service's loop thread now (a stack starts it with everything else, so
+        that nothing is created lazily during the first task)."""
+        self._ensure_loop()
+
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._loop_lock:
             if self._loop is None:

@@ -488,6 +488,7 @@ class Stack:
         self._admit()
         if self.control_in_process:
             self._start_control_process(timeout)
+        self.planner.open()
         self._old_switch = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
         self._started.append("camera")  # before opening: a half-opened set is closed on stop
