@@ -16,7 +16,7 @@ import pytest
 
 from rtvla.errors import PolicyError
 from rtvla.policy import OnnxPolicy, PolicyProcess
-from rtvla.policy.process import _spec_to_wire
+from rtvla.policy.chunk_channel import spec_to_wire
 from rtvla.testing.policy_server import Behaviour, ScriptedPolicyServer
 
 
@@ -52,14 +52,14 @@ def test_another_process_reads_the_chunks(proc, linear_obs):
     """What the control process does: attach to the chunk channel from its spec."""
     script = textwrap.dedent("""
         import json, sys
-        from rtvla.policy.process import ChunkReader, _spec_from_wire
-        r = ChunkReader(_spec_from_wire(json.loads(sys.argv[1])), 10, 7)
+        from rtvla.policy.chunk_channel import ChunkReader, spec_from_wire
+        r = ChunkReader(spec_from_wire(json.loads(sys.argv[1])), 10, 7)
         r.seq = r.channel.seq
         print("ready", flush=True)
         c = r.wait_newer(20.0)
         print(json.dumps({"rid": c.request_id, "tick": c.tick, "a": c.actions.tolist()}), flush=True)
     """)
-    child = subprocess.Popen([sys.executable, "-c", script, json.dumps(_spec_to_wire(proc.chunk_spec))],
+    child = subprocess.Popen([sys.executable, "-c", script, json.dumps(spec_to_wire(proc.chunk_spec))],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"

@@ -26,6 +26,7 @@ from rtvla.policy.base import (
     set_path,
     with_real_time_chunking,
 )
+from rtvla.policy.chunk_channel import ChunkLayout, ChunkReader, PolicyChunk, RequestWriter
 from rtvla.policy.observation import (
     PRESETS,
     CameraInput,
@@ -35,7 +36,7 @@ from rtvla.policy.observation import (
     resize_with_pad,
 )
 from rtvla.policy.onnx import META_KEYS, OnnxOptions, OnnxPolicy, default_providers
-from rtvla.policy.process import ChunkLayout, ChunkReader, PolicyChunk, PolicyProcess, RequestWriter
+from rtvla.policy.process import PolicyProcess
 from rtvla.policy.server import PolicyServer
 from rtvla.policy.settings import PolicySettings
 from rtvla.policy.sources import (

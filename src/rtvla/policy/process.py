@@ -3,16 +3,11 @@
 Inference never runs on a control loop's thread (nor in its process: a model holding the
 GIL would delay the loop's wake-ups). :class:`PolicyProcess` ``spawn``-s a child that opens
 the policy (from a source string and options, or a picklable factory) and serves requests
-through two latest-value :class:`~rtvla.channels.shm.SharedArrayChannel` s:
-
-* **requests** (``uint8``): a length word, then the msgpack (openpi codec) of
-  ``{"tick", "stamp_ns", "observation"}``. Latest-value is the right semantics: when the
-  policy is busy, only the newest observation matters. The request's channel sequence
-  number is its request id.
-* **chunks** (``float64``): an int64 header (request id, tick, request stamp, publish stamp,
-  inference ns, status, horizon, action dim) and the ``[H, A]`` actions; see
-  :class:`ChunkLayout`. Any process can attach to it from :attr:`PolicyProcess.chunk_spec`
-  (the control process does) and read with :class:`ChunkReader`.
+through two latest-value :class:`~rtvla.channels.shm.SharedArrayChannel` s, laid out in
+:mod:`rtvla.policy.chunk_channel`: *requests* (the newest observation, tick and stamp;
+its sequence number is the request id) and *chunks* (header and ``[H, A]`` actions). Any
+process can attach to the chunks from :attr:`PolicyProcess.chunk_spec` (the control process
+does) and read them with :class:`~rtvla.policy.chunk_channel.ChunkReader`.
 
 A remote policy (``ws://``) that fails with :class:`~rtvla.errors.PolicyServerError` gets an
 error chunk for that request and is reconnected with backoff before the next one; the
@@ -25,7 +20,7 @@ pipe and exits; :meth:`PolicyProcess.stop` is bounded (ask, wait, terminate, kil
 
 One requester at a time: publishers in different processes must take turns (the channel's
 rule), so the process that triggers requests (the owner, or the control process through a
-:class:`RequestWriter`) is the only one that calls ``request``.
+:class:`~rtvla.policy.chunk_channel.RequestWriter`) is the only one that calls ``request``.
 
 Usage::
 
@@ -46,7 +41,6 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,154 +49,21 @@ from rtvla.channels.shm import SharedArrayChannel, ShmSpec
 from rtvla.errors import ConfigError, PolicyError, PolicyServerError
 from rtvla.policy import codec
 from rtvla.policy.base import PolicyMetadata, check_output
+from rtvla.policy.chunk_channel import (
+    LEN_BYTES,
+    ChunkLayout,
+    PolicyChunk,
+    decode_request,
+    encode_request,
+    request_room,
+    spec_from_wire,
+    spec_to_wire,
+)
 from rtvla.timing import MONOTONIC, Clock
 
-__all__ = ["ChunkLayout", "ChunkReader", "PolicyChunk", "PolicyProcess", "RequestWriter"]
+__all__ = ["PolicyProcess"]
 
 logger = logging.getLogger(__name__)
-
-_HEADER_WORDS = 8
-STATUS_OK = 0
-STATUS_ERROR = 1
-_LEN_BYTES = 8
-
-
-@dataclass(frozen=True)
-class PolicyChunk:
-    """One answer from a policy process. ``actions`` is None when the inference failed."""
-
-    request_id: int
-    tick: int  # the control tick the request was stamped with
-    request_ns: int  # the monotonic time the request was stamped with
-    done_ns: int  # when the chunk was published
-    infer_ns: int
-    actions: np.ndarray | None  # [H, A] float64, validated
-
-    @property
-    def ok(self) -> bool:
-        return self.actions is not None
-
-    @property
-    def latency_s(self) -> float:
-        """Request stamp to publish: what the scheduler must cover."""
-        return (self.done_ns - self.request_ns) / 1e9
-
-
-@dataclass(frozen=True)
-class ChunkLayout:
-    """The chunk channel's array: ``[8 int64 header words | H * A float64 actions]``."""
-
-    horizon: int
-    action_dim: int
-
-    @property
-    def size(self) -> int:
-        return _HEADER_WORDS + self.horizon * self.action_dim
-
-    def pack(self, out: np.ndarray, *, request_id: int, tick: int, request_ns: int, done_ns: int,
-             infer_ns: int, actions: np.ndarray | None) -> np.ndarray:
-        header = out[:_HEADER_WORDS].view(np.int64)
-        header[:] = (request_id, tick, request_ns, done_ns, infer_ns,
-                     STATUS_OK if actions is not None else STATUS_ERROR, self.horizon, self.action_dim)
-        body = out[_HEADER_WORDS:]
-        if actions is None:
-            body[:] = np.nan
-        else:
-            body[:] = actions.reshape(-1)
-        return out
-
-    def unpack(self, arr: np.ndarray) -> PolicyChunk:
-        header = arr[:_HEADER_WORDS].view(np.int64)
-        rid, tick, req_ns, done_ns, infer_ns, status, h, a = (int(v) for v in header)
-        if (h, a) != (self.horizon, self.action_dim):
-            raise PolicyError(f"chunk layout mismatch: header says {h}x{a}, reader expects "
-                              f"{self.horizon}x{self.action_dim}")
-        actions = arr[_HEADER_WORDS:].reshape(h, a).copy() if status == STATUS_OK else None
-        return PolicyChunk(rid, tick, req_ns, done_ns, infer_ns, actions)
-
-
-class ChunkReader:
-    """Reads chunks from a chunk channel in any process (attach from its spec)."""
-
-    def __init__(self, spec: ShmSpec, horizon: int, action_dim: int) -> None:
-        self.layout = ChunkLayout(horizon, action_dim)
-        if spec.shape != (self.layout.size,):
-            raise PolicyError(f"chunk channel {spec.name!r} has shape {spec.shape}, expected ({self.layout.size},)")
-        self.channel = SharedArrayChannel.attach(spec)
-        self.seq = 0
-
-    def latest(self) -> PolicyChunk | None:
-        s = self.channel.latest()
-        return None if s is None else self.layout.unpack(s.value)
-
-    def wait_newer(self, timeout: float | None = None) -> PolicyChunk | None:
-        """The next chunk published after the last one this reader returned (None on timeout)."""
-        s = self.channel.wait_newer(self.seq, timeout)
-        if s is None:
-            return None
-        self.seq = s.seq
-        return self.layout.unpack(s.value)
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-def _encode_request(buf: np.ndarray, tick: int, stamp_ns: int, observation: Mapping[str, Any]) -> np.ndarray:
-    data = codec.packb({"tick": int(tick), "stamp_ns": int(stamp_ns), "observation": dict(observation)})
-    room = buf.size - _LEN_BYTES
-    if len(data) > room:
-        raise PolicyError(f"observation of {len(data)} bytes does not fit the request channel "
-                          f"({room} bytes); raise max_request_bytes")
-    buf[:_LEN_BYTES].view(np.uint64)[0] = len(data)
-    buf[_LEN_BYTES:_LEN_BYTES + len(data)] = np.frombuffer(data, np.uint8)
-    return buf
-
-
-def _decode_request(arr: np.ndarray) -> dict[str, Any]:
-    n = int(arr[:_LEN_BYTES].view(np.uint64)[0])
-    if n > arr.size - _LEN_BYTES:
-        raise PolicyError(f"request length word {n} exceeds the channel")
-    # One copy of the payload only (the arrays decoded from it are views of these bytes).
-    req = codec.unpackb(arr[_LEN_BYTES:_LEN_BYTES + n].tobytes())
-    if not isinstance(req, dict) or "observation" not in req:
-        raise PolicyError("malformed request: no observation")
-    return req
-
-
-class RequestWriter:
-    """Publishes requests into a policy process's request channel (any one process)."""
-
-    def __init__(self, spec: ShmSpec, *, clock: Clock = MONOTONIC) -> None:
-        self.channel = SharedArrayChannel.attach(spec)
-        self.clock = clock
-        self._buf = np.zeros(spec.shape, np.uint8)
-
-    def request(self, observation: Mapping[str, Any], *, tick: int = 0, stamp_ns: int | None = None) -> int:
-        stamp = self.clock.now_ns() if stamp_ns is None else stamp_ns
-        return self.channel.publish(_encode_request(self._buf, tick, stamp, observation))
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-def _request_room(meta: PolicyMetadata) -> int:
-    """Twice the declared observation's bytes plus 64 KiB (prompt, RTC fields, msgpack
-    framing); 4 MiB when the policy declares no shapes. Every publish copies the whole
-    channel, so it is sized to the observation rather than generously."""
-    sized = [s for s in meta.observation if s.dtype != "str"]
-    if not sized or any(not s.shape for s in sized):
-        return 4 << 20
-    return 2 * sum(int(np.prod(s.shape, dtype=np.int64)) * np.dtype(s.dtype).itemsize for s in sized) + 65536
-
-
-def _spec_to_wire(spec: ShmSpec) -> dict[str, Any]:
-    return {"name": spec.name, "segment": spec.segment, "shape": list(spec.shape),
-            "dtype": spec.dtype.str, "slots": spec.slots}
-
-
-def _spec_from_wire(d: Mapping[str, Any]) -> ShmSpec:
-    return ShmSpec(str(d["name"]), str(d["segment"]), tuple(int(x) for x in d["shape"]),
-                   np.dtype(str(d["dtype"])), int(d["slots"]))
 
 
 def _send(conn: Any, kind: str, payload: Any) -> None:
@@ -229,8 +90,8 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
         msg = codec.unpackb(cmd_conn.recv_bytes())
         if msg.get("kind") != "channels":
             return
-        req_ch = SharedArrayChannel.attach(_spec_from_wire(msg["payload"]["requests"]))
-        chunk_ch = SharedArrayChannel.attach(_spec_from_wire(msg["payload"]["chunks"]))
+        req_ch = SharedArrayChannel.attach(spec_from_wire(msg["payload"]["requests"]))
+        chunk_ch = SharedArrayChannel.attach(spec_from_wire(msg["payload"]["chunks"]))
         layout = ChunkLayout(int(msg["payload"]["horizon"]), int(msg["payload"]["action_dim"]))
         meta = meta.with_overrides(horizon=layout.horizon, action_dim=layout.action_dim)
         stop = threading.Event()
@@ -257,7 +118,7 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
             tick = stamp = 0
             t0 = clock.now_ns()
             try:
-                req = _decode_request(sample.value)
+                req = decode_request(sample.value)
                 if not req_ch.still_valid(sample):
                     continue  # overwritten while being read: newer requests exist, serve the newest
                 tick, stamp = int(req.get("tick", 0)), int(req.get("stamp_ns", 0))
@@ -368,12 +229,12 @@ class PolicyProcess:
                 raise PolicyError(f"{self.name}: the policy's horizon and action_dim must be known to size "
                                   f"its chunk channel (got {meta.horizon} x {meta.action_dim}); set them in options")
             self.layout = ChunkLayout(meta.horizon, meta.action_dim)
-            size = self.max_request_bytes or _request_room(meta)
-            self._requests = SharedArrayChannel.create(f"{self.name}-requests", (size + _LEN_BYTES,), np.uint8)
+            size = self.max_request_bytes or request_room(meta)
+            self._requests = SharedArrayChannel.create(f"{self.name}-requests", (size + LEN_BYTES,), np.uint8)
             self._chunks = SharedArrayChannel.create(f"{self.name}-chunks", (self.layout.size,), np.float64)
             self._writer_buf = np.zeros(self._requests.shape, np.uint8)
             cmd_w.send_bytes(codec.packb({"kind": "channels", "payload": {
-                "requests": _spec_to_wire(self._requests.spec), "chunks": _spec_to_wire(self._chunks.spec),
+                "requests": spec_to_wire(self._requests.spec), "chunks": spec_to_wire(self._chunks.spec),
                 "horizon": meta.horizon, "action_dim": meta.action_dim}}))
         except BaseException:
             self._kill()
@@ -492,7 +353,7 @@ class PolicyProcess:
         if self._requests is None or self._writer_buf is None:
             raise PolicyError(f"{self.name}: policy process not started")
         stamp = self.clock.now_ns() if stamp_ns is None else stamp_ns
-        return self._requests.publish(_encode_request(self._writer_buf, tick, stamp, observation))
+        return self._requests.publish(encode_request(self._writer_buf, tick, stamp, observation))
 
     def latest_chunk(self) -> PolicyChunk | None:
         if self._chunks is None or self.layout is None:
