@@ -204,3 +204,39 @@ def test_real_time_chunking_fields_only_to_servers_that_advertise_it(tmp_path, l
         if expect:
             np.testing.assert_array_equal(seen[RTC_LEFTOVER_KEY], leftover)
             assert seen[RTC_DELAY_KEY] == 3
+
+
+def _openpi_pack(obj):
+    """openpi_client.msgpack_numpy's encoding, spelled out with plain msgpack."""
+    import msgpack
+
+    def default(o):
+        if isinstance(o, np.ndarray):
+            return {b"__ndarray__": True, b"data": o.tobytes(), b"dtype": o.dtype.str, b"shape": o.shape}
+        raise TypeError(type(o))
+
+    return msgpack.packb(obj, default=default)
+
+
+def test_openpi_style_raw_client_interoperates(server, linear_obs):
+    import msgpack
+    from websockets.sync.client import connect
+
+    with connect(server.url, compression=None, max_size=None) as ws:
+        meta = msgpack.unpackb(ws.recv(timeout=5))
+        assert meta["action_horizon"] == 10
+        ws.send(_openpi_pack(linear_obs))
+        raw = msgpack.unpackb(ws.recv(timeout=5))
+        a = raw["actions"]
+        assert a[b"__ndarray__"] is True and a[b"dtype"] == "<f4" and a[b"shape"] == [10, 7]
+        actions = np.frombuffer(a[b"data"], dtype=a[b"dtype"]).reshape(a[b"shape"])
+        assert np.isfinite(actions).all() and "infer_ms" in raw["server_timing"]
+        # A text frame is not a request: the server answers with its error as text, then 1011.
+        ws.send("hello")
+        err = ws.recv(timeout=5)
+        assert isinstance(err, str) and "requests are binary msgpack frames" in err
+        from websockets.exceptions import ConnectionClosed
+
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd.code == 1011
