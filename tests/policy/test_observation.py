@@ -106,3 +106,10 @@ def test_table_spelled_out_and_errors():
     with pytest.raises(PolicyError, match="more than size 4"):
         ObservationMapping.from_table({"state": [{"key": "s", "fields": ["joint_position"], "size": 4}]}) \
             .build(arm_state(), {})
+
+
+def test_extra_entries():
+    obs = preset("libero").build(arm_state(), _frames(), "x", extra={"object_position": np.array([0.1, 0.2, 0.3])})
+    assert obs["object_position"].tolist() == [0.1, 0.2, 0.3]
+    with pytest.raises(PolicyError, match="extra observation 'prompt' is already mapped"):
+        preset("libero").build(arm_state(), _frames(), "x", extra={"prompt": "y"})

@@ -203,6 +203,10 @@ class ObservationMapping(BaseModel):
             seen.add(k)
         return self
 
+    def _mapped_keys(self) -> set[KeyPath]:
+        keys = {c.key for c in self.camera} | {s.key for s in self.state}
+        return keys | ({self.prompt_key} if self.prompt_key is not None else set())
+
     @classmethod
     def from_table(cls, table: Mapping[str, Any] | str | None, *, where: str = "policy.observation"
                    ) -> ObservationMapping:
@@ -241,15 +245,22 @@ class ObservationMapping(BaseModel):
         return tuple(out)
 
     def build(self, state: RobotState | None, frames: Mapping[str, np.ndarray | None],
-              instruction: str = "", *, allow_missing: bool = False, dof: int | None = None
-              ) -> dict[str, Any]:
+              instruction: str = "", *, allow_missing: bool = False, dof: int | None = None,
+              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The observation dict for one request.
 
         ``frames``: camera name -> HxWx3 uint8 frame. A camera without a frame (absent or
         None) and a missing ``state`` are errors unless ``allow_missing`` (for ``rtvla policy
         info``, which has nothing connected): then they are zeros of the right shape.
+        ``extra``: further entries the caller computes (say, a perceived object position),
+        by flat key; they may not replace a mapped key.
         """
         obs: dict[str, Any] = {}
+        for key, value in dict(extra or {}).items():
+            path = key_path(key)
+            if path in self._mapped_keys():
+                raise PolicyError(f"extra observation {key_text(path)!r} is already mapped")
+            set_path(obs, path, value)
         for cam in self.camera:
             frame = frames.get(cam.camera)
             if frame is None:
