@@ -109,3 +109,19 @@ def test_python_api_runs_tasks_back_to_back_with_a_reset():
         second = stack.run("bring the green cube to the table then say done")
         assert second.success, second.reason
     assert not stack._started  # the context manager stopped it
+
+
+def test_two_cameras_in_the_simulator_are_both_measured(tmp_path):
+    cfg = parse_config({
+        "robot": {"options": {"extra_cameras": {"overview": {"width": 160, "height": 120, "rate_hz": 10}}}},
+        "cameras": [{"name": "head", "source": "robot:head"},
+                    {"name": "overview", "source": "robot:overview"}],
+    })
+    out = tmp_path / "run"
+    run_task(cfg, RunOptions(out_dir=out, dashboard=False, duration_s=6))
+    report = json.loads((out / "report.json").read_text())
+    head, room = report["components"]["perception"], report["components"]["perception.overview"]
+    assert head["count"] > 50 and room["count"] > 20
+    assert room["budget"]["rate_hz"] == 10  # measured against its own camera's rate
+    assert set(report["cameras"]) == {"head", "overview"}
+    assert report["cameras"]["overview"]["pipeline"] == "perception.overview"

@@ -152,6 +152,17 @@ class Recorder:
                     self._series[component] = s
         return s
 
+    def set_budget(self, component: str, budget: Budget) -> None:
+        """Give ``component`` its own budget (a second camera's pipeline at its camera's
+        rate), before anything is recorded for it."""
+        with self._create_lock:
+            s = self._series.get(component)
+            if s is None:
+                self._series[component] = _Series(budget, self._window_bins)
+            else:
+                s.budget = budget
+                s.max_latency_s = budget.max_latency_ms / 1000.0
+
     def latency(self, component: str, seconds: float) -> None:
         """Record one operation's latency and check it against the component's budget."""
         s = self._series.get(component) or self._get(component)

@@ -131,10 +131,16 @@ def _pipeline(cfg: Config, emb: Embodiment, cam: OpenedCamera, recorder: Recorde
         w, h = size  # quality levels relative to what the camera delivers: never upscale
         pcfg = pcfg.model_copy(update={"resolutions": [(w, h), (w * 3 // 4, h * 3 // 4), (w // 2, h // 2)]})
     name = "perception" if primary else f"perception.{cam.name}"
+    budget = cfg.budget("perception")
+    rate = pcfg.rate_hz
+    if not primary and cam.rate_hz and budget.rate_hz and cam.rate_hz < budget.rate_hz:
+        # A slower camera (a room camera at 10 Hz) is measured against its own rate.
+        rate = cam.rate_hz
+        budget = budget.model_copy(update={"rate_hz": rate, "min_throughput_hz": rate})
+        recorder.set_budget(name, budget)
     dets = list(detectors) if detectors is not None else pcfg.build_detectors()
     return VisionPipeline(cam.source, dets, settings=pcfg.pipeline_settings(),
-                          recorder=recorder, budget=cfg.budget("perception"), rate_hz=pcfg.rate_hz,
-                          own_source=False, name=name)
+                          recorder=recorder, budget=budget, rate_hz=rate, own_source=False, name=name)
 
 
 def _camera_size(cam: OpenedCamera) -> tuple[int, int] | None:

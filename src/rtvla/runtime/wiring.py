@@ -110,6 +110,7 @@ class OpenedCamera:
     pose_fn: Any = None
     intrinsics: Any = None
     robot_camera: bool = False
+    rate_hz: float | None = None
 
 
 def open_cameras(specs: list[CameraSpec], emb: Embodiment) -> list[OpenedCamera]:
@@ -122,17 +123,18 @@ def open_cameras(specs: list[CameraSpec], emb: Embodiment) -> list[OpenedCamera]
             if cam is None:
                 raise ConfigError(f"cameras.{spec.name}.source {spec.source!r}: the robot carries "
                                   f"no camera {rest!r}; it has {', '.join(emb.cameras) or 'none'}")
-            out.append(OpenedCamera(spec.name, cam.source, cam.pose, cam.intrinsics, True))
+            out.append(OpenedCamera(spec.name, cam.source, cam.pose, cam.intrinsics, True,
+                                    spec.rate_hz or cam.rate_hz))
         elif kind == "synthetic":
             src = parts.build("camera", "synthetic", _size_options(spec))
-            out.append(OpenedCamera(spec.name, src))
+            out.append(OpenedCamera(spec.name, src, rate_hz=spec.rate_hz))
         else:
             # "opencv:0", a file path or a stream URL.
             target: Any = rest if kind == "opencv" else spec.source
             if isinstance(target, str) and target.isdigit():
                 target = int(target)
             src = parts.build("camera", "opencv", {"source": target, **_size_options(spec)})
-            out.append(OpenedCamera(spec.name, src))
+            out.append(OpenedCamera(spec.name, src, rate_hz=spec.rate_hz))
     return out
 
 

@@ -81,6 +81,9 @@ class SimOptions(SimSettings):
 
     camera: SimCameraSettings = _RUNTIME_CAMERA
     map_resolution_m: float = Field(0.05, gt=0.0, le=0.5)
+    # More cameras of the MJCF (by name) the embodiment offers beside the head camera, e.g.
+    # {overview = {width = 160, height = 120, rate_hz = 10}}: the fixed room camera.
+    extra_cameras: dict[str, SimCameraSettings] = Field(default_factory=dict)
 
 
 def _options(options: dict[str, Any]) -> SimOptions:
@@ -245,6 +248,18 @@ def make_sim(*, clock: Clock = MONOTONIC, recorder: Recorder | None = None, **op
     mount = robot.model.body(int(robot.model.cam_bodyid[cid])).name
     cameras = {cam_name: RobotCamera(cam_name, camera, camera.intrinsics, mount, camera.camera_pose_world,
                                      rate_hz=c.rate_hz, depth=c.depth)}
+    for name, ec in opts.extra_cameras.items():
+        eid = mujoco.mj_name2id(robot.model, mujoco.mjtObj.mjOBJ_CAMERA, name)
+        if eid < 0:
+            robot.close()
+            known = [robot.model.camera(i).name for i in range(robot.model.ncam)]
+            raise ConfigError(f"robot.options.extra_cameras.{name}: no camera {name!r} in the scene; "
+                              f"it has {', '.join(known)}")
+        extra = SimCamera(robot, qpos_fn=view.qpos, width=ec.width, height=ec.height, rate_hz=ec.rate_hz,
+                          depth=ec.depth, threaded=ec.threaded, camera=name, clock=clock, recorder=recorder)
+        frame = robot.model.body(int(robot.model.cam_bodyid[eid])).name
+        cameras[name] = RobotCamera(name, extra, extra.intrinsics, frame, extra.camera_pose_world,
+                                    rate_hz=ec.rate_hz, depth=ec.depth)
     try:
         world = sim_world(scene, map_resolution_m=opts.map_resolution_m)
     except BaseException:
