@@ -88,7 +88,8 @@ def test_info_errors():
     assert res.exit_code == 2 and "KEY=VALUE" in res.output
 
 
-def test_serve_policy_subprocess(linear_onnx):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_serve_policy_subprocess(linear_onnx, stop_signal):
     env = {**os.environ, "RTVLA_TEST_SERVE_KEY": "k3y"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rtvla.cli", "serve-policy", str(linear_onnx), "--port", "0",
@@ -115,7 +116,7 @@ def test_serve_policy_subprocess(linear_onnx):
         res = runner.invoke(app, ["policy", "info", url])
         assert res.exit_code == 2 and "HTTP 401" in res.output
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         try:
             rc = proc.wait(timeout=10)
         finally:

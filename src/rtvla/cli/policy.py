@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -277,6 +278,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                        f"{s.url} (health: http://{s.url.removeprefix('ws://')}/healthz; delay {delay_ms:g} ms{auth})")
             sys.stdout.flush()
 
+        def on_term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt  # SIGTERM (a supervisor, docker stop) ends it like Ctrl-C
+
+        signal.signal(signal.SIGTERM, on_term)
         try:
             server.serve_forever(on_ready=ready)
         except KeyboardInterrupt:
