@@ -133,6 +133,7 @@ class RunRecord:
         self._last_calib: dict[str, int] = {}
         self._closed = False
         self._close_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.dropped_queue = 0
         self.dropped_size = 0
@@ -168,7 +169,8 @@ class RunRecord:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self.dropped_queue += 1
+            with self._count_lock:  # producers are many threads: no lost counts
+                self.dropped_queue += 1
             return False
         return True
 
@@ -185,12 +187,13 @@ class RunRecord:
         simulator's frames are read-only).
         """
         t = self._now(stamp_ns)
-        last = self._last_image.get(camera)
-        # 3/4 of a period: a poller at camera_hz sees frames up to a camera period early.
-        if last is not None and t - last < self._cam_period_ns * 3 // 4:
-            self.skipped_rate += 1
-            return False
-        self._last_image[camera] = t
+        with self._count_lock:  # two threads logging one camera must not both pass
+            last = self._last_image.get(camera)
+            # 3/4 of a period: a poller at camera_hz sees frames up to a camera period early.
+            if last is not None and t - last < self._cam_period_ns * 3 // 4:
+                self.skipped_rate += 1
+                return False
+            self._last_image[camera] = t
         if depth is not None and self._depth_period_ns:
             last_d = self._last_depth.get(camera)
             if last_d is None or t - last_d >= self._depth_period_ns:

@@ -39,7 +39,7 @@ class RecordSettings(BaseModel):
     video_fps: float = Field(5.0, gt=0, le=60, description="episode.mp4 frame rate (its cost scales with it)")
     video_crf: int = Field(28, ge=0, le=51, description="H.264 quality (lower is better, larger)")
     scene_view: bool = Field(True, description="add a fixed third-person view of the simulated scene")
-    scene_view_hz: float = Field(2.5, gt=0, le=60, description="scene view renders per second "
+    scene_view_hz: float = Field(1.0, gt=0, le=60, description="scene view renders per second "
                                  "(software GL makes it the dearest part of the video)")
     scene_view_size: tuple[int, int] = Field((320, 240), description="width, height of the scene view")
 
