@@ -22,7 +22,9 @@ from rtvla.testing.policy_server import Behaviour, ScriptedPolicyServer
 
 @pytest.fixture(scope="module")
 def proc(linear_onnx):
-    with PolicyProcess(str(linear_onnx)) as p:
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    with PolicyProcess(str(linear_onnx), cpus=[cpu]) as p:
+        assert psutil.Process(p.pid).cpu_affinity() == [cpu] and p.realtime["affinity"] == f"cpus [{cpu}]"
         yield p
 
 

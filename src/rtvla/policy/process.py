@@ -59,7 +59,7 @@ from rtvla.policy.chunk_channel import (
     spec_from_wire,
     spec_to_wire,
 )
-from rtvla.timing import MONOTONIC, Clock
+from rtvla.timing import MONOTONIC, Clock, RealtimeSettings, apply_realtime
 
 __all__ = ["PolicyProcess"]
 
@@ -72,11 +72,14 @@ def _send(conn: Any, kind: str, payload: Any) -> None:
 
 
 def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_conn: Any,
-                event_conn: Any, ppid: int, start_timeout_s: float) -> None:
+                event_conn: Any, ppid: int, start_timeout_s: float, cpus: list[int] | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the policy stops
     code = 0
     policy = req_ch = chunk_ch = None
     try:
+        # Before the model loads, so its thread pools start on these CPUs (away from the
+        # control loop's CPU).
+        realtime = apply_realtime(RealtimeSettings(cpus=cpus)) if cpus else {}
         if isinstance(source, str):
             from rtvla.policy.sources import open_policy
 
@@ -84,7 +87,8 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
         else:
             policy = source(**options)
         meta = policy.metadata
-        _send(event_conn, "ready", {"metadata": meta.model_dump(mode="json"), "pid": os.getpid()})
+        _send(event_conn, "ready", {"metadata": meta.model_dump(mode="json"), "pid": os.getpid(),
+                                    "realtime": realtime})
         if not cmd_conn.poll(start_timeout_s):
             raise PolicyError("no channel specs from the parent")
         msg = codec.unpackb(cmd_conn.recv_bytes())
@@ -172,12 +176,13 @@ class PolicyProcess:
             observation spec, at least 1 MiB).
         start_timeout_s: how long the child may take to import and open the policy.
         stop_timeout_s: how long :meth:`stop` waits before terminating the child.
+        cpus: CPU affinity of the child (keep it off the control loop's CPU); None: any.
     """
 
     def __init__(self, source: str | Callable[..., Any], options: Mapping[str, Any] | None = None, *,
                  name: str = "policy", max_request_bytes: int | None = None,
                  start_timeout_s: float = 60.0, stop_timeout_s: float = 2.0,
-                 clock: Clock = MONOTONIC) -> None:
+                 cpus: list[int] | None = None, clock: Clock = MONOTONIC) -> None:
         if max_request_bytes is not None and max_request_bytes < 1024:
             raise ConfigError(f"max_request_bytes must be >= 1024, got {max_request_bytes}")
         self.source = source
@@ -186,6 +191,8 @@ class PolicyProcess:
         self.max_request_bytes = max_request_bytes
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.cpus = list(cpus) if cpus else None
+        self.realtime: dict[str, str] = {}
         self.clock = clock
         self._ctx = mp.get_context("spawn")
         self._proc: Any = None
@@ -212,7 +219,8 @@ class PolicyProcess:
         ev_r, ev_w = self._ctx.Pipe(duplex=False)
         self._cmd_w, self._events = cmd_w, ev_r
         self._proc = self._ctx.Process(
-            target=_child_main, args=(self.source, self.options, cmd_r, ev_w, os.getpid(), self.start_timeout_s),
+            target=_child_main, args=(self.source, self.options, cmd_r, ev_w, os.getpid(), self.start_timeout_s,
+                                      self.cpus),
             name=f"rtvla-{self.name}", daemon=True)
         self._proc.start()
         cmd_r.close()  # only the child holds the read end: EOF there means we are gone
@@ -225,6 +233,7 @@ class PolicyProcess:
                 raise PolicyError(f"{self.name}: policy process failed to start: {msg['payload']}")
             meta = PolicyMetadata.model_validate(msg["payload"]["metadata"])
             self.pid = int(msg["payload"]["pid"])
+            self.realtime = dict(msg["payload"].get("realtime") or {})
             if meta.horizon is None or meta.action_dim is None:
                 raise PolicyError(f"{self.name}: the policy's horizon and action_dim must be known to size "
                                   f"its chunk channel (got {meta.horizon} x {meta.action_dim}); set them in options")
