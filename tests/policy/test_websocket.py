@@ -240,3 +240,12 @@ def test_openpi_style_raw_client_interoperates(server, linear_obs):
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
         assert closed.value.rcvd.code == 1011
+
+
+def test_malformed_server_metadata_refused(onnx_policy):
+    with PolicyServer(onnx_policy, metadata={"action_dim": -1}) as srv, \
+            pytest.raises(PolicyServerError, match="policy metadata is malformed"):
+        WebsocketPolicy(srv.url)
+    with PolicyServer(onnx_policy, metadata={"action_dim": 9}) as srv, \
+            WebsocketPolicy(srv.url, action_dim=7) as client:
+        assert client.metadata.action_dim == 7  # options beat the server's metadata

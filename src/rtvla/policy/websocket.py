@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rtvla.errors import CodecError, ConfigError, PolicyOutputError, PolicyServerError
+from rtvla.errors import CodecError, ConfigError, PolicyError, PolicyOutputError, PolicyServerError
 from rtvla.policy import codec
 from rtvla.policy.base import PolicyMetadata, check_output
 from rtvla.timing import MONOTONIC, Clock
@@ -162,14 +162,19 @@ class WebsocketPolicy:
         if not isinstance(meta, dict):
             ws.close()
             raise PolicyServerError(f"policy server {self.url}: metadata must be a map, got {type(meta).__name__}")
+        o = self.options
+        try:
+            # Options beat the server's metadata; what neither says is learned from the next
+            # chunk again (the server may have restarted with another model).
+            fresh = PolicyMetadata.from_wire(meta, name=str(meta.get("name", self.url))).with_overrides(
+                action_dim=o.action_dim, horizon=o.horizon, rate_hz=o.rate_hz)
+        except PolicyError as exc:
+            ws.close()
+            raise PolicyServerError(f"policy server {self.url}: {exc}") from None
         self._ws = ws
         self.server_metadata = meta
         self.connects += 1
-        o = self.options
-        self._metadata = PolicyMetadata.from_wire(meta, name=str(meta.get("name", self.url))).with_overrides(
-            action_dim=o.action_dim or self._metadata.action_dim,
-            horizon=o.horizon or self._metadata.horizon,
-            rate_hz=o.rate_hz or self._metadata.rate_hz)
+        self._metadata = fresh
         logger.info("policy server %s connected (%s)", self.url, self._metadata.name)
         return self._metadata
 
