@@ -125,3 +125,36 @@ def test_two_cameras_in_the_simulator_are_both_measured(tmp_path):
     assert room["budget"]["rate_hz"] == 10  # measured against its own camera's rate
     assert set(report["cameras"]) == {"head", "overview"}
     assert report["cameras"]["overview"]["pipeline"] == "perception.overview"
+
+
+@pytest.mark.parametrize("recover", [False, True])
+def test_a_latched_stop_holds_unless_recovery_is_configured(tmp_path, recover):
+    def inject(stack):
+        real = stack.executor.skills["manipulate"]
+        done = []
+
+        def stop_then_fail(ctx, params, *args, **kwargs):
+            if not done and params.operation == "pick":
+                done.append(True)
+                stack.robot.stop()  # an operator's stop mid-task: it latches
+                from rtvla.errors import SkillError
+
+                deadline = __import__("time").monotonic() + 2
+                while not stack.robot.stopped and __import__("time").monotonic() < deadline:
+                    yield
+                raise SkillError("the arm does not move: the robot is stopped")
+            return (yield from real(ctx, params, *args, **kwargs))
+
+        stack.executor.skills["manipulate"] = stop_then_fail
+
+    cfg = parse_config({"executor": {"recover_stops": recover}})
+    out = tmp_path / "run"
+    outcome = run_task(cfg, RunOptions(out_dir=out, dashboard=False), on_stack=inject)
+    report = json.loads((out / "report.json").read_text())
+    plans = report["task"]["plans"]
+    if recover:
+        assert len(plans) == 2 and report["task"]["success"] is True, outcome.reason
+        assert any(e["kind"] == "recover" for e in report["events"])
+    else:
+        assert len(plans) == 1 and report["task"]["success"] is False
+        assert "latched stop" in plans[0]["stopped"]

@@ -91,6 +91,8 @@ class SkillSettings(BaseModel):
     settle_timeout_s: float = Field(2.0, gt=0)
     receptacle_radius_m: float = Field(0.08, gt=0, description="how far from the drop point counts as inside")
     carry_q: tuple[float, ...] | None = Field(None, description="arm pose for carrying; default: pose at start")
+    recover_stops: bool = Field(False, description="after a step failed on a latched safe stop, "
+                                "release it (reset_stop) and ask for a new plan; off: the stop holds")
 
     @classmethod
     def from_section(cls, table: Mapping[str, Any] | None) -> SkillSettings:

@@ -66,6 +66,14 @@ def nearest_place(stack: Any) -> str | None:
     return best if dist < _NEAR_M else None
 
 
+def robot_stopped(stack: Any) -> bool:
+    """Whether the control loop holds a latched stop now."""
+    robot = stack.robot
+    if hasattr(robot, "stopped"):
+        return bool(robot.stopped)
+    return bool(getattr(stack.control, "tripped", False))
+
+
 def plan_context(stack: Any, failure: str | None = None) -> PlanContext:
     """What the planner is told: the world, the robot's place and load, what is seen now."""
     world = stack.embodiment.world.summary()
@@ -123,6 +131,18 @@ def carry_out(stack: Any, instruction: str, stop: threading.Event, *, limit_s: f
             break
         failure = (f"step {execution.failed_step} ({execution.failed_action}) failed: "
                    f"{execution.reason}")
+        if robot_stopped(stack):
+            # A latched safe stop holds until someone decides otherwise: only a configured
+            # recovery releases it; without one, a new plan could not move the robot anyway.
+            if not getattr(stack.executor.ctx.settings, "recover_stops", False):
+                entry["stopped"] = "the robot holds a latched stop; [executor] recover_stops is off"
+                break
+            if stack.control_in_process:
+                stack.robot.reset_stop()  # through the control process's command channel
+            else:
+                stack.control.reset_stop()  # the loop also releases the robot's own latch
+            stack.recorder.event("task", "recover", f"latched stop released to re-plan after: {failure}")
+            failure += " (the robot had stopped; the stop was released)"
         stack.recorder.event("task", "replan", f"asking for a new plan: {failure}",
                              attempt=attempt + 1)
         logger.info("replanning after: %s", failure)
