@@ -63,6 +63,10 @@ SECTIONS = (
     "robot",
     "resources",
     "adapt",
+    "record",
+    "policy",
+    "remote",
+    "ros2",
 )
 
 
