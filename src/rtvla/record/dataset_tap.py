@@ -6,9 +6,10 @@ frame, the robot's state and the action the robot is following, and adds a frame
 end the episode is saved when the task succeeded (or always, with ``keep_failures``).
 
 ``observation.state`` = arm joints, gripper, base (x, y, yaw); ``action`` = arm joint goal,
-gripper, base velocity of the newest setpoint (``action_fn``); without one (a control
-process whose setpoints are write-only from here) the action is the arm position and
-gripper the robot reports, with zero base velocity, and the info says so.
+gripper, base velocity of the newest setpoint (``action_fn``, returning a ``Setpoint`` or a
+channel sample; its ``None`` parts keep the previous action's); without one (a control
+process whose setpoints are write-only from here) the action is the arm position, gripper
+and base velocity the robot reports, and ``actions_from_setpoints`` in the result says so.
 
 Usage::
 
@@ -76,7 +77,7 @@ class DatasetTap:
             return
         s = self.robot.read_state()
         state = np.concatenate([s.q, [s.gripper], s.base_pose])
-        held = np.concatenate([s.q, [s.gripper], np.zeros(3)])
+        held = np.concatenate([s.q, [s.gripper], np.asarray(s.base_vel, dtype=float)])
         action = self._action if self._action is not None else held
         sp = self.action_fn() if self.action_fn is not None else None
         sp = getattr(sp, "value", sp)  # a channel Sample or a Setpoint
