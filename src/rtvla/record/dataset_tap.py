@@ -87,7 +87,8 @@ class DatasetTap:
                 action[:self.dof] = sp.arm_q
             if sp.gripper is not None:
                 action[self.dof] = sp.gripper
-            action[self.dof + 1:] = sp.base_vel if sp.base_vel is not None else 0.0
+            if sp.base_vel is not None:  # None: unchanged, as the control loop reads it
+                action[self.dof + 1:] = sp.base_vel
             self.actions_from_setpoints += 1
         self._action = action
         image = np.asarray(frame.image)

@@ -201,7 +201,8 @@ class _Episode:
                 a[:dof] = sp.arm_q
             if sp.gripper is not None:
                 a[dof] = sp.gripper
-            a[dof + 1:] = sp.base_vel if sp.base_vel is not None else 0.0
+            if sp.base_vel is not None:  # None: unchanged, as the control loop reads it
+                a[dof + 1:] = sp.base_vel
             self._action = a
         s = self.robot.read_state()
         state = np.concatenate([s.q, [s.gripper], s.base_pose])
