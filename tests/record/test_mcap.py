@@ -175,3 +175,34 @@ def test_pose_parts_reads_matrices_and_wxyz_pairs() -> None:
     assert np.allclose(xyz, (1, 2, 3)) and np.allclose(q, (np.cos(0.15), 0, 0, np.sin(0.15)))
     _, q2 = pose_parts(((1, 2, 3), (2, 0, 0, 0)))
     assert np.allclose(q2, (1, 0, 0, 0))
+
+
+def test_a_killed_writer_leaves_every_finished_chunk_readable(tmp_path: Path) -> None:
+    import signal
+
+    path = tmp_path / "run.mcap"
+    script = textwrap.dedent(f"""
+        import sys
+        import threading
+        import numpy as np
+        from rtvla.record import RecordSettings, RunRecord
+        record = RunRecord({str(path)!r}, settings=RecordSettings(camera_hz=120, queue_size=100000))
+        noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+        for i in range(120):
+            record.log_image("head", noise, (i + 1) * 10_000_000)
+        while record.counts.get("/camera/head/image", 0) < 120:
+            threading.Event().wait(0.01)
+        print("written", flush=True)
+        sys.stdin.read()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "written"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    info = summarize_mcap(path)
+    assert not info["indexed"]
+    assert info["message_count"] > 0  # the chunks finished before the kill
+    assert info["metadata"]["rtvla.clock"]["time_unit"] == "ns"

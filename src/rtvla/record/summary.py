@@ -2,7 +2,7 @@
 
 The summary section (written on close) gives channels, schemas, message counts and the
 time range without reading the messages; a file without one (the writer was killed)
-is scanned message by message instead, and the result says so.
+is scanned record by record up to where it was cut, and the result says so.
 
 Usage::
 
@@ -21,6 +21,8 @@ from rtvla.errors import RecordError
 
 __all__ = ["render_mcap_summary", "summarize_mcap"]
 
+_MAGIC = b"\x89MCAP0\r\n"
+
 
 def _reader_module() -> Any:
     try:
@@ -30,10 +32,46 @@ def _reader_module() -> Any:
     return make_reader
 
 
+def _scan(p: Path) -> tuple[Any, ...]:
+    """Read a file without a summary record by record, up to where it was cut off."""
+    from mcap.exceptions import InvalidMagic
+    from mcap.records import Channel, Message, Metadata, Schema
+    from mcap.stream_reader import StreamReader
+
+    chans: dict[int, Any] = {}
+    schemas: dict[int, Any] = {}
+    counts: dict[int, int] = {}
+    metadata: dict[str, dict[str, str]] = {}
+    start = end = None
+    total = 0
+    truncated = False
+    with p.open("rb") as f:
+        try:
+            for rec in StreamReader(f).records:
+                if isinstance(rec, Message):
+                    counts[rec.channel_id] = counts.get(rec.channel_id, 0) + 1
+                    total += 1
+                    start = rec.log_time if start is None else min(start, rec.log_time)
+                    end = rec.log_time if end is None else max(end, rec.log_time)
+                elif isinstance(rec, Channel):
+                    chans[rec.id] = rec
+                elif isinstance(rec, Schema):
+                    schemas[rec.id] = rec
+                elif isinstance(rec, Metadata):
+                    metadata[rec.name] = dict(rec.metadata)
+        except InvalidMagic as exc:
+            raise RecordError(f"{p} is not a readable MCAP file: {exc}") from exc
+        except Exception:  # cut off mid-record: everything up to the cut is counted
+            truncated = True
+    return chans, schemas, counts, metadata, start, end, total, truncated
+
+
 def summarize_mcap(path: str | Path) -> dict[str, Any]:
     """Channels (topic, schema, encoding, message count), time range and metadata of ``path``.
 
-    ``path`` may be a run folder (its ``run.mcap`` is read). Times are in the recording's
+    ``path`` may be a run folder (its ``run.mcap`` is read). A file without a summary (its
+    writer was killed) is read record by record up to where it ends (``indexed`` False,
+    ``truncated`` True when it was cut mid-record). Times are in the recording's
     clock (nanoseconds); ``wall_offset_ns`` from the ``rtvla.clock`` metadata, when there,
     converts them to Unix time. Raises :class:`RecordError` for a missing or corrupt file.
     """
@@ -43,34 +81,28 @@ def summarize_mcap(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise RecordError(f"no MCAP file at {p}")
     make_reader = _reader_module()
+    with p.open("rb") as f:
+        if f.read(len(_MAGIC)) != _MAGIC:
+            raise RecordError(f"{p} is not a readable MCAP file: it does not start with the MCAP magic")
+    truncated = False
     try:
         with p.open("rb") as f:
             reader = make_reader(f)
-            summary = reader.get_summary()
-            metadata = {m.name: dict(m.metadata) for m in reader.iter_metadata()}
+            try:
+                summary = reader.get_summary()
+            except Exception:  # a file cut off mid-write: its footer is garbage
+                summary = None
             indexed = summary is not None and summary.statistics is not None
             if indexed:
+                metadata = {m.name: dict(m.metadata) for m in reader.iter_metadata()}
                 stats = summary.statistics
                 counts = dict(stats.channel_message_counts)
                 chans, schemas = summary.channels, summary.schemas
                 start, end, total = stats.message_start_time, stats.message_end_time, stats.message_count
-            else:
-                counts, chans, schemas = {}, {}, {}
-                start = end = None
-                total = 0
-                for schema, channel, message in reader.iter_messages():
-                    chans[channel.id] = channel
-                    if schema is not None:
-                        schemas[schema.id] = schema
-                    counts[channel.id] = counts.get(channel.id, 0) + 1
-                    total += 1
-                    t = message.log_time
-                    start = t if start is None else min(start, t)
-                    end = t if end is None else max(end, t)
-    except RecordError:
-        raise
-    except Exception as exc:  # the reader raises several types for a truncated or foreign file
+    except Exception as exc:  # the reader raises several types for a foreign file
         raise RecordError(f"{p} is not a readable MCAP file: {type(exc).__name__}: {exc}") from exc
+    if not indexed:
+        chans, schemas, counts, metadata, start, end, total, truncated = _scan(p)
     channels = []
     for cid, c in sorted(chans.items(), key=lambda kv: kv[1].topic):
         schema = schemas.get(c.schema_id)
@@ -86,6 +118,7 @@ def summarize_mcap(path: str | Path) -> dict[str, Any]:
         "path": str(p),
         "bytes": p.stat().st_size,
         "indexed": indexed,
+        "truncated": truncated,
         "message_count": int(total),
         "channel_count": len(channels),
         "schemas": sorted({c["schema"] for c in channels if c["schema"]}),
@@ -101,7 +134,8 @@ def summarize_mcap(path: str | Path) -> dict[str, Any]:
 def render_mcap_summary(info: dict[str, Any]) -> Table:
     """A rich table of :func:`summarize_mcap`'s channels."""
     title = (f"{info['path']}: {info['message_count']:,} messages over {info['duration_s']:.1f} s, "
-             f"{info['bytes'] / 1e6:.1f} MB" + ("" if info["indexed"] else " (no summary: scanned)"))
+             f"{info['bytes'] / 1e6:.1f} MB" + ("" if info["indexed"] else " (no summary: scanned"
+                + (", cut off" if info.get("truncated") else "") + ")"))
     t = Table(title=title, header_style="bold")
     for col, justify in (("topic", "left"), ("schema", "left"), ("encoding", "left"),
                          ("messages", "right")):
