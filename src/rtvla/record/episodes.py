@@ -247,6 +247,9 @@ def record_episodes(
         raise RecordError(f"--fps must be an integer in 1..100 (the simulation ticks at 100 Hz), got {fps}")
     probe = SimRobot(load_scene(), lockstep=True)
     state_names, action_names = state_and_action_names(probe)
+    # Refuse an instruction the planner does not understand before any file is written.
+    caps = Capabilities.from_scene(probe.scene)
+    RulePlanner(caps).plan_sync(task, PlanContext(capabilities=caps, robot_place=_nearest_place(probe)))
     w, h = camera_size
     writer = LeRobotDatasetWriter(out, fps=int(fps), state_names=state_names, action_names=action_names,
                                   cameras={"head": (h, w)}, robot_type="rtvla_sim_mobile_manipulator")
