@@ -169,10 +169,11 @@ def test_scene_color_classes_tell_same_coloured_things_apart(lockstep_stack, obj
     """The runtime's colour classes (named after the scene's objects and receptacles, split
     by metric size) let the camera verify placements the arm would otherwise hide or confuse."""
     from rtvla.perception.color import ColorClass, ColorDetector
-    from rtvla.runtime.stack import _scene_color_classes
+    from rtvla.robots.sim.embodiment import sim_world
+    from rtvla.runtime.wiring import color_classes
 
     s, cam = _rendered_stack(lockstep_stack, lambda sim: ColorDetector(
-        classes=[ColorClass(**c) for c in _scene_color_classes(sim.scene)]))
+        classes=[ColorClass(**c) for c in color_classes(sim_world(sim.scene))]))
     try:
         result = s.driver.run_plan(s.executor, _fetch_and_place(obj, via, dest), timeout_s=120)
     finally:

@@ -99,8 +99,11 @@ def test_sigint_still_writes_a_complete_report_and_leaves_no_process(tmp_path):
     assert not alive, f"left behind: {alive}"
 
 
-@pytest.mark.parametrize("bad", ["[budgets.control]\nrate_hz = -1\n", "[robot]\nkind = 'ur5'\n"])
-def test_broken_config_is_refused_before_anything_starts(tmp_path, bad):
+@pytest.mark.parametrize(("bad", "code"), [
+    ("[budgets.control]\nrate_hz = -1\n", 2),    # a bad config value: usage error
+    ("[robot]\nkind = 'ur5'\n", 4),              # a part's bad option: the stack cannot be built
+])
+def test_broken_config_is_refused_before_anything_starts(tmp_path, bad, code):
     f = tmp_path / "rtvla.toml"
     f.write_text(bad)
     from typer.testing import CliRunner
@@ -108,7 +111,7 @@ def test_broken_config_is_refused_before_anything_starts(tmp_path, bad):
     from rtvla.cli.main import app
 
     res = CliRunner().invoke(app, ["run", "--config", str(f), "--no-dashboard", "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2
+    assert res.exit_code == code, res.output
     assert not (tmp_path / "r").exists() or not (tmp_path / "r" / "report.json").exists()
 
 

@@ -341,8 +341,12 @@ def _run_cross_process(kind: str, frame: np.ndarray, n: int, gap_s: float, clock
     try:
         proc.start()
         send_end.close()  # the child holds its copy; EOF on ours then means the child is gone
-        if not ready.wait(_START_TIMEOUT_S):
-            raise ChannelError(f"{kind} bench reader did not start within {_START_TIMEOUT_S} s")
+        started = time.monotonic()
+        while not ready.wait(0.1):  # a reader that dies while starting is reported at once
+            if proc.exitcode is not None:
+                raise ChannelError(f"{kind} bench reader exited while starting (exit code {proc.exitcode})")
+            if time.monotonic() - started > _START_TIMEOUT_S:
+                raise ChannelError(f"{kind} bench reader did not start within {_START_TIMEOUT_S} s")
         if kind == "zenoh" and not writer.wait_matched(_START_TIMEOUT_S):
             raise ChannelError(f"zenoh bench reader did not connect within {_START_TIMEOUT_S} s")
         for i in range(n):

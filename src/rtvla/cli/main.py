@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 
 import typer
 
-from rtvla.cli import (
-    bench_timing,
-    channels,
-    config_cmd,
-    control,
-    parts,
-    perceive,
-    plan,
-    policy,
-    record,
-    run,
-    soak,
-)
+import rtvla.cli
 
 __all__ = ["app", "bench_app", "main"]
 
@@ -33,10 +23,15 @@ bench_app = typer.Typer(help="Benchmarks: figures side by side with a baseline m
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-# Every module here defines register(app, bench_app). Commands import their heavy
-# dependencies (MuJoCo, ONNX Runtime, OpenCV) inside the command, so `rtvla --help` is quick.
-for _mod in (config_cmd, bench_timing, perceive, plan, control, channels, run, parts, record, policy, soak):
-    _mod.register(app, bench_app)
+# Every command module here defines register(app, bench_app); a new command is a new module.
+# Commands import their heavy dependencies (MuJoCo, ONNX Runtime, OpenCV) inside the command,
+# so `rtvla --help` is quick.
+_NOT_COMMANDS = {"main", "__main__", "common"}
+for _info in sorted(pkgutil.iter_modules(rtvla.cli.__path__), key=lambda m: m.name):
+    if _info.name not in _NOT_COMMANDS:
+        _mod = importlib.import_module(f"rtvla.cli.{_info.name}")
+        if hasattr(_mod, "register"):
+            _mod.register(app, bench_app)
 
 
 def main() -> None:
