@@ -1,0 +1,252 @@
+"""``PolicyPick``: ``manipulate(pick ...)`` executed by the learned pick policy.
+
+The skill is a drop-in for the scripted pick: the executor ticks it (10 Hz), and each tick
+it reads the robot's state, builds the policy's observation (arm joint positions, gripper,
+the target's perceived position in the base frame, the object one-hot), and takes the
+action due at this tick from an :class:`~rtvla.action.chunks.ActionChunkQueue` of
+``[H, 6]`` chunks (5 arm joint-position targets + gripper). When the queue runs below its
+threshold it asks the policy for the next chunk (in a worker thread in real time; inline in
+lock-step runs, so they stay deterministic) and merges it. The arm target goes to the
+control loop as a joint-position :class:`~rtvla.action.setpoints.Setpoint` (validated and
+guarded by its watchdog like every setpoint); the gripper closes when the policy's gripper
+output crosses 0.5. Once the fingers have closed the skill verifies the grasp (the robot
+reports ``holding`` the named object) and from then on keeps the gripper closed; it
+finishes when the policy has brought the arm back to the carry pose, holding the object.
+
+Where the target is comes from perception only: the newest fresh world-model estimate when
+the pick starts, held for the whole pick (the scripted skill does the same; the arm hides
+the cube from the head camera during the grasp).
+
+Usage::
+
+    pick = PolicyPick.from_source("builtin:pick")           # or a path to a pick .onnx
+    executor = TaskExecutor(ctx, skills=pick.skills())      # manipulate(pick) -> the policy
+    # manipulate(place ...) and every other action run the scripted skills as before
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtvla.action.chunks import ActionChunkQueue, ChunkRequest, MergeStrategy
+from rtvla.action.skills import SKILLS, SkillContext, SkillFn, SkillGen
+from rtvla.action.skills import manipulate as scripted_manipulate
+from rtvla.errors import PolicyError, SkillError
+from rtvla.policy.pick.demos import base_frame
+from rtvla.policy.pick.model import ACTION_DIM, INPUT_NAMES, OnnxPickModel
+
+__all__ = ["BUILTIN_PICK", "PolicyPick", "PolicyPickSettings", "builtin_model_path"]
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_PICK = "builtin:pick"
+
+
+def builtin_model_path(name: str = "pick") -> Path:
+    """The shipped model ``src/rtvla/policy/models/NAME.onnx``."""
+    return Path(__file__).resolve().parents[1] / "models" / f"{name}.onnx"
+
+
+@dataclass(frozen=True)
+class PolicyPickSettings:
+    """How the learned pick is run.
+
+    ``threshold``: request the next chunk when fewer than ``threshold * H`` actions remain
+    (1.0: a fresh chunk every tick, the most closed-loop). ``merge``: how overlapping
+    chunks combine (``latest``, ``average``, ``weighted``). ``asynchronous``: infer in a
+    worker thread (real time) instead of inline (lock-step). ``close_above``: gripper
+    output that means "close". ``carry_tolerance_rad``: how close to the carry pose the arm
+    must come for the pick to be done. ``grasp_timeout_s``: how long the fingers may be
+    closed before a missing grasp fails the pick.
+    """
+
+    threshold: float = 1.0
+    merge: str = "latest"
+    weight_decay: float = 0.01
+    asynchronous: bool = False
+    close_above: float = 0.5
+    carry_tolerance_rad: float = 0.08
+    settle_speed_rad_s: float = 0.1
+    grasp_timeout_s: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise PolicyError(f"policy pick threshold must be in [0, 1], got {self.threshold}")
+        try:
+            MergeStrategy(self.merge)
+        except ValueError:
+            raise PolicyError(f"policy pick merge must be one of {[m.value for m in MergeStrategy]}, "
+                              f"got {self.merge!r}") from None
+
+
+class PolicyPick:
+    """The learned pick as a skill. See the module docstring.
+
+    Args:
+        policy: anything with ``infer(observation) -> {"actions": [H, 6]}`` taking the
+            observation keys :data:`~rtvla.policy.pick.model.INPUT_NAMES` (the shipped model
+            through :class:`OnnxPickModel`, or an ``OnnxPolicy`` of ``rtvla.policy``).
+        metadata: the model's metadata (``horizon``, ``rate_hz``, ``object_names``,
+            ``carry_q``); default ``policy.metadata``.
+        settings: :class:`PolicyPickSettings`.
+    """
+
+    def __init__(self, policy: Any, *, metadata: Mapping[str, Any] | None = None,
+                 settings: PolicyPickSettings | None = None) -> None:
+        meta = dict(metadata if metadata is not None else getattr(policy, "metadata", {}) or {})
+        missing = [k for k in ("horizon", "rate_hz", "object_names") if k not in meta]
+        if missing:
+            raise PolicyError(f"pick policy metadata lacks {missing}")
+        self.policy = policy
+        self.metadata = meta
+        self.horizon = int(meta["horizon"])
+        self.rate_hz = float(meta["rate_hz"])
+        self.object_names = [str(n) for n in meta["object_names"]]
+        self.carry_q = np.asarray(meta.get("carry_q") or [], dtype=float)
+        self.settings = settings or PolicyPickSettings()
+        self.last_stats: dict[str, Any] = {}
+
+    @classmethod
+    def from_source(cls, source: str | Path = BUILTIN_PICK, *, settings: PolicyPickSettings | None = None) -> PolicyPick:
+        """``builtin:pick`` (the shipped model), ``builtin:NAME`` or a path to a pick ONNX file."""
+        text = str(source)
+        path = builtin_model_path(text.split(":", 1)[1]) if text.startswith("builtin:") else Path(text)
+        if not path.is_file():
+            raise PolicyError(f"pick policy {text!r}: no model file at {path}")
+        return cls(OnnxPickModel(path), settings=settings)
+
+    # -- skills ----------------------------------------------------------------------------
+
+    def skills(self, base: Mapping[str, SkillFn] | None = None) -> dict[str, SkillFn]:
+        """``base`` (default: the scripted skills) with ``manipulate`` picking by policy."""
+        out = dict(SKILLS if base is None else base)
+        out["manipulate"] = self.manipulate
+        return out
+
+    def manipulate(self, ctx: SkillContext, params: Any) -> SkillGen:
+        """``manipulate``: pick through the policy; place (and errors) as the scripted skill."""
+        get = params.get if isinstance(params, Mapping) else (lambda k, d=None: getattr(params, k, d))
+        if get("operation", None) == "pick" and get("object", None):
+            return (yield from self.pick(ctx, str(get("object"))))
+        return (yield from scripted_manipulate(ctx, params))
+
+    # -- the pick --------------------------------------------------------------------------
+
+    def _observation(self, state: Any, target_world: np.ndarray, onehot: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            INPUT_NAMES[0]: np.asarray(state.q, dtype=np.float32),
+            INPUT_NAMES[1]: np.array([state.gripper], dtype=np.float32),
+            INPUT_NAMES[2]: base_frame(target_world, state.base_pose).astype(np.float32),
+            INPUT_NAMES[3]: onehot,
+        }
+
+    def _infer(self, req: ChunkRequest) -> np.ndarray:
+        out = self.policy.infer(req.observation)
+        actions = np.asarray(out["actions"], dtype=float)
+        if actions.ndim == 3 and actions.shape[0] == 1:
+            actions = actions[0]
+        if actions.ndim != 2 or actions.shape[1] != ACTION_DIM:
+            raise PolicyError(f"pick policy actions must have shape [H, {ACTION_DIM}], got {actions.shape}")
+        return actions
+
+    def pick(self, ctx: SkillContext, obj: str) -> SkillGen:
+        """Pick ``obj`` with the policy; returns ``holding OBJ`` or raises SkillError."""
+        s = self.settings
+        if ctx.world is None:
+            raise SkillError(f"pick {obj}: no world state to locate it")
+        if obj not in self.object_names:
+            raise SkillError(f"pick {obj}: the pick policy knows only {self.object_names}")
+        state = ctx.read_state()
+        if state.holding is not None:
+            raise SkillError(f"pick {obj}: already holding {state.holding}")
+        ctx.world.update()
+        est = ctx.world.estimate(obj, max_age_s=ctx.settings.estimate_max_age_s)
+        if est is None:
+            raise SkillError(f"pick {obj}: no estimate of where {obj} is (perceive it first)")
+        target = np.asarray(est.position, dtype=float)
+        onehot = np.zeros(len(self.object_names), dtype=np.float32)
+        onehot[self.object_names.index(obj)] = 1.0
+        carry = (np.asarray(ctx.settings.carry_q, dtype=float) if ctx.settings.carry_q is not None
+                 else self.carry_q if self.carry_q.size else state.q.copy())
+        limits = getattr(ctx.kinematics, "q_min", None), getattr(ctx.kinematics, "q_max", None)
+        period_ns = 1e9 / self.rate_hz
+        t0 = ctx.clock.now_ns()
+
+        def on_request(req: ChunkRequest) -> None:
+            # Lock-step: answer at once, in the caller's tick (deterministic runs).
+            try:
+                queue.push(self._infer(req), req.start_tick, request=req)
+            except Exception as exc:  # a broken policy fails the step, not the executor
+                errors.append(exc)
+
+        errors: list[BaseException] = []
+        queue = ActionChunkQueue(
+            self.horizon, ACTION_DIM, threshold=s.threshold, merge=s.merge, weight_decay=s.weight_decay,
+            policy=self._infer if s.asynchronous else None,
+            on_request=None if s.asynchronous else on_request,
+            recorder=ctx.recorder, name="pick_policy", clock=ctx.clock)
+        if s.asynchronous:
+            queue.start()
+        ctx.phase = f"policy: reaching for {obj}"
+        closed_since: float | None = None
+        grasped = False
+        try:
+            first = self._observation(state, target, onehot)
+            if s.asynchronous:
+                queue.prime(0, first)  # the first chunk before moving: nothing to hold yet
+            else:
+                queue.request(0, first)
+            while True:
+                if errors:
+                    raise SkillError(f"pick {obj}: the policy failed: {errors[0]}")
+                state = ctx.read_state()
+                tick = int((ctx.clock.now_ns() - t0) / period_ns)
+                action = queue.pop(tick, self._observation(state, target, onehot))
+                if action is not None:
+                    arm = np.asarray(action[:ACTION_DIM - 1], dtype=float)
+                    if limits[0] is not None and limits[1] is not None:
+                        arm = np.clip(arm, limits[0], limits[1])
+                    close = grasped or float(action[ACTION_DIM - 1]) >= s.close_above
+                    ctx.setpoints.send(arm_q=arm, gripper=1.0 if close else 0.0)
+                else:
+                    ctx.setpoints.heartbeat()  # starved: hold the last target
+                now_s = ctx.now_s()
+                if not grasped and ctx.setpoints.gripper == 1.0 and state.gripper >= 0.8:
+                    if state.holding is not None:
+                        if state.holding != obj:
+                            raise SkillError(f"pick {obj}: the gripper holds {state.holding!r} instead")
+                        grasped = True
+                        ctx.phase = f"policy: lifting {obj}"
+                    elif closed_since is None:
+                        closed_since = now_s
+                    elif now_s - closed_since > s.grasp_timeout_s:
+                        raise SkillError(f"pick {obj}: the gripper closed (to {state.gripper:.2f}) on "
+                                         f"nothing: {obj} was not between the fingers")
+                elif not grasped and ctx.setpoints.gripper == 0.0:
+                    closed_since = None
+                if grasped:
+                    if state.holding != obj:
+                        raise SkillError(f"pick {obj}: dropped it while lifting")
+                    near = float(np.max(np.abs(state.q - carry))) <= s.carry_tolerance_rad
+                    still = float(np.max(np.abs(state.dq))) <= s.settle_speed_rad_s
+                    if near and still:
+                        break
+                    if near:
+                        ctx.phase = "policy: stowing the arm"
+                yield
+        finally:
+            queue.close()
+            self.last_stats = queue.stats()
+        ctx.detail.update(policy=self.metadata.get("format", "pick"), chunks=queue.chunks,
+                          starved_ticks=queue.starved_ticks)
+        ctx.picked_at[obj] = (ctx.standing_at(), target.copy())
+        forget = getattr(ctx.world, "forget", None)
+        if forget is not None:
+            forget(obj)  # it moves with the hand now
+        return f"holding {obj} (learned policy)"
