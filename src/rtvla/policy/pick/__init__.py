@@ -22,6 +22,13 @@ Reproduce the shipped ``rtvla/policy/models/pick.onnx``::
 
 from __future__ import annotations
 
-from rtvla.policy.pick.model import ACTION_DIM, INPUT_NAMES, MODEL_FORMAT, OnnxPickModel, PickNet, read_metadata
+from rtvla.policy.pick.model import (
+    ACTION_DIM,
+    INPUT_NAMES,
+    MODEL_FORMAT,
+    OnnxPickModel,
+    PickNet,
+    read_metadata,
+)
 
 __all__ = ["ACTION_DIM", "INPUT_NAMES", "MODEL_FORMAT", "OnnxPickModel", "PickNet", "read_metadata"]
