@@ -98,12 +98,16 @@ class DatasetTap:
         self.writer.add_frame(state, action, {self.camera_name: image}, task=self.task)
         self.cpu_s += time.thread_time() - t0
 
+    def stop(self) -> None:
+        """Stop sampling (before the stack's parts stop); :meth:`close` saves. Idempotent."""
+        self._worker.stop(timeout=5)
+
     def close(self, *, success: bool) -> dict[str, Any]:
         """Stop sampling; save the episode (success or ``keep_failures``) or drop it."""
         if self._closed:
             return {}
         self._closed = True
-        self._worker.stop(timeout=5)
+        self.stop()
         frames = self.writer.frames
         kept = (success or self.keep_failures) and frames > 0
         row = None

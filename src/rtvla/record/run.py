@@ -21,6 +21,7 @@ Usage (``runtime.main_job``)::
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,12 +150,19 @@ class RunRecording:
             except Exception:
                 logger.exception("stopping a record tap failed")
 
-    def close(self, *, control_final: dict[str, Any] | None = None) -> dict[str, Any]:
+    def close(self, *, control_final: dict[str, Any] | None = None,
+              timeout_s: float | None = None) -> dict[str, Any]:
         """Stop the taps, add the control process's lateness series (process placement), finish
-        ``episode.mp4`` and ``run.mcap``; returns what was recorded and what it cost."""
+        ``episode.mp4`` and ``run.mcap``; returns what was recorded and what it cost.
+
+        ``timeout_s`` (default: the settings' ``close_timeout_s``) bounds the wait for the
+        video encoder and the record's writer together; the record gets at least half of it.
+        Raises :class:`RecordError` when ``run.mcap`` could not be finished."""
         if self._closed:
             return self._stats
         self._closed = True
+        budget = self.settings.close_timeout_s if timeout_s is None else float(timeout_s)
+        t_end = time.monotonic() + budget
         self.stop()
         if control_final and control_final.get("lateness_us") and not any(t.control for t in self.taps):
             self.record.log_control_series(control_final["lateness_us"],
@@ -162,11 +170,12 @@ class RunRecording:
         video = None
         if self.video is not None:
             try:
-                video = self.video.close()
+                video = self.video.close(timeout_s=budget / 2)
             except Exception as exc:  # the record must still be finished
                 logger.error("episode video failed: %s", exc)
                 video = {"error": str(exc)}
-        record = self.record.close()
+        record = self.record.close(timeout_s=max(budget / 2, t_end - time.monotonic()))
         taps_cpu = sum(t.cpu_s for t in self.taps)
-        self._stats = {"mcap": record, "video": video, "taps_cpu_s": taps_cpu}
+        self._stats = {"mcap": record, "video": video, "taps_cpu_s": taps_cpu,
+                       "taps_errors": sum(t.errors for t in self.taps)}
         return self._stats

@@ -42,6 +42,8 @@ class RecordSettings(BaseModel):
     scene_view_hz: float = Field(1.0, gt=0, le=60, description="scene view renders per second "
                                  "(software GL makes it the dearest part of the video)")
     scene_view_size: tuple[int, int] = Field((320, 240), description="width, height of the scene view")
+    close_timeout_s: float = Field(5.0, gt=0, le=300, description="longest a run waits for run.mcap and "
+                                   "episode.mp4 to be finished when it ends (a stuck writer is left behind)")
 
     @classmethod
     def from_section(cls, data: dict[str, Any] | None) -> RecordSettings:

@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -164,8 +165,11 @@ class VideoWriter:
         """Encode what is queued and finish the file (moov atom); returns :meth:`stats`."""
         if not self._closed:
             self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join(timeout_s)
+            t_end = time.monotonic() + timeout_s
+            # A stuck encoder leaves the queue full: the join below still ends in time.
+            with contextlib.suppress(queue.Full):
+                self._queue.put(_STOP, timeout=timeout_s)
+            self._thread.join(max(0.0, t_end - time.monotonic()))
             if self._thread.is_alive():
                 logger.error("video %s: encoder did not finish within %.0f s", self.path, timeout_s)
         if self._error is not None:
@@ -285,11 +289,15 @@ class EpisodeVideo:
                         logger.exception("episode video: closing a renderer failed")
             self.render_cpu_s = time.thread_time() - cpu0
 
-    def close(self) -> dict[str, Any]:
-        """Stop sampling, finish the file; returns the cost and counts for the report."""
+    def close(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Stop sampling, finish the file; returns the cost and counts for the report.
+
+        Takes at most about ``timeout_s`` (a hung renderer or encoder is left behind and
+        logged; the file then lacks its index)."""
+        t_end = time.monotonic() + timeout_s
         self._stop.set()
-        self._thread.join(10.0)
-        stats = self.writer.close()
+        self._thread.join(min(10.0, timeout_s))
+        stats = self.writer.close(max(0.1, t_end - time.monotonic()))
         stats["compose_cpu_s"] = self.render_cpu_s
         stats["render_errors"] = self.render_errors
         stats["sources"] = [*self.sources, *self.renderers]

@@ -2,8 +2,11 @@
 
 ``run_task`` builds the stack, starts it, plans the instruction through the planning service
 (LLM with deadline and fallback, or the embedded rule planner), executes the validated plan,
-and writes the run folder: ``report.json``, ``metrics.jsonl``, PNG plots and ``run.log``. The
-report is written on every way out (success, failure, Ctrl-C, SIGTERM, a crash).
+and writes the run folder: ``report.json``, ``metrics.jsonl``, PNG plots, ``run.log``, and
+(``[record]``, on by default) ``run.mcap`` and ``episode.mp4``; optionally it serves the record
+live to Foxglove and appends the run to a LeRobot dataset. The report, and a finished
+(indexed) ``run.mcap``, are written on every way out (success, failure, Ctrl-C, SIGTERM, a
+lost control process, a crash); a recording that fails is an event in the report.
 
 Usage::
 
@@ -27,6 +30,8 @@ from rtvla.config import Config
 from rtvla.errors import RtvlaError
 from rtvla.metrics import MetricsLog, Recorder, build_report
 from rtvla.metrics.report import json_safe
+from rtvla.record.capture import RunCapture, check_dataset_folder
+from rtvla.record.settings import RecordSettings
 from rtvla.resources.sampler import hypervisor_steal_s
 from rtvla.runtime.faults import FaultInjector, parse_faults
 from rtvla.runtime.run_dir import RunDir
@@ -62,6 +67,11 @@ class RunOptions:
     out_dir: Path | None = None
     dashboard: bool = True
     inject: str | None = None  # "FAULT@SECONDS,..." (see rtvla.runtime.faults)
+    record: bool | None = None  # run.mcap + episode.mp4 ([record] enabled)
+    live: bool | None = None  # serve the record to Foxglove over WebSocket ([record] live)
+    live_port: int | None = None  # its port ([record] live_port; 0 picks a free one)
+    dataset: Path | None = None  # append the run to this LeRobot dataset as one episode
+    keep_failures: bool = False  # keep that episode when the task fails too
 
 
 @dataclass
@@ -103,17 +113,26 @@ def run_task(
     stop_event: threading.Event | None = None,
     on_stack: Callable[[Stack], None] | None = None,
     dashboard_factory: Callable[[Stack, Any], Any] | None = None,
+    on_recording: Callable[[RunCapture], None] | None = None,
 ) -> RunOutcome:
     """Run the main job; see the module docstring. ``on_stack`` sees the built stack before
     it starts (tests use it to inject faults); ``dashboard_factory(stack, state)`` returns a
-    context manager that shows progress (the CLI's rich Live view)."""
+    context manager that shows progress (the CLI's rich Live view); ``on_recording`` sees the
+    run's recording once it records (the CLI prints the live view's address)."""
     settings = RuntimeSettings.from_section(cfg.section("runtime"))
+    record_settings = RecordSettings.from_section(cfg.section("record"))
     task = options.task or settings.task
     stop = stop_event or threading.Event()
     injector = FaultInjector(parse_faults(options.inject))  # a bad spec fails before anything
+    if options.dataset is not None:
+        check_dataset_folder(options.dataset)
     rd = RunDir.create(settings.out_root, label=task, path=options.out_dir)
     injector.run_dir = rd
     recorder = Recorder(cfg.requirements)
+    capture = RunCapture(rd.path, record_settings, recorder=recorder, record=options.record,
+                         live=options.live, live_port=options.live_port, dataset=options.dataset,
+                         keep_failures=options.keep_failures)
+    rd.on_refuse.append(capture.folder_unwritable)
     t_start = time.monotonic()
     info: dict[str, Any] = {"instruction": task, "success": False, "duration_s": None,
                             "plan_source": None, "plan": None, "plan_latency_s": None,
@@ -173,7 +192,7 @@ def run_task(
                 with _Ticker(metrics, stack, settings.metrics_interval_s, settings.warmup_s, extra), \
                         (view if view is not None else _Null()):
                     code, reason = _run_stack(stack, task, options, state, info, stop, settings,
-                                              injector)
+                                              injector, capture, on_recording)
             finally:
                 metrics.close()
                 if server is not None:
@@ -192,10 +211,17 @@ def run_task(
             logger.exception("run crashed")
         finally:
             injector.close()
+            # The recording stops reading the stack while every part is still alive, and is
+            # finished (bounded, never raising) once the stack has stopped: the control
+            # process's final figures go into it, and its result into the report.
+            capture.stop()
             stuck = stack.stop() if stack is not None else []
             if stuck:
                 recorder.event("runtime", "fault", f"units did not stop in time: {stuck}")
+            recording = capture.close(control_final=stack.control_final if stack is not None else None,
+                                      success=bool(info["success"]))
             report = _final_report(recorder, stack, settings, info, code, reason, t_start)
+            report["recording"] = recording
             # CPU time the hypervisor took from this VM during the run: stalls no scheduling
             # inside the guest can avoid (they show as missed cycles if long enough).
             steal = report["hypervisor_steal_s"] = hypervisor_steal_s() - steal0
@@ -238,9 +264,15 @@ class _Null:
 
 def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: dict[str, Any],
                stop: threading.Event, settings: RuntimeSettings,
-               injector: FaultInjector | None = None) -> tuple[int, str]:
+               injector: FaultInjector | None = None, capture: RunCapture | None = None,
+               on_recording: Callable[[RunCapture], None] | None = None) -> tuple[int, str]:
     state.phase = "starting"
     stack.start()
+    if capture is not None:
+        capture.attach(stack, instruction=task)
+        stack.on_progress = capture.wrap_progress(stack.on_progress)
+        if on_recording is not None:
+            on_recording(capture)
     if injector is not None:
         injector.start(stack)
     task_deadline = stack.cfg.budget("task").deadline_s or 120.0
@@ -250,6 +282,8 @@ def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: d
     state.phase = "planning"
 
     def on_plan(result: Any) -> None:
+        if capture is not None:
+            capture.log_plan(task, result)
         state.plan_source = result.source + (" (degraded)" if result.degraded else "")
         if result.degraded:
             state.notes.append(f"plan degraded: {result.reason}")

@@ -1,4 +1,5 @@
-"""The run folder: ``report.json``, ``metrics.jsonl``, PNG plots and ``run.log``.
+"""The run folder: ``report.json``, ``metrics.jsonl``, PNG plots, ``run.log`` (and the
+recording, ``run.mcap`` and ``episode.mp4``, which ``rtvla.record`` writes).
 
 Usage::
 
@@ -15,6 +16,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from rtvla.errors import RuntimeStackError
 from rtvla.metrics.report import json_safe
 
 __all__ = ["RunDir", "load_run"]
+
+logger = logging.getLogger(__name__)
 
 _SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.I)
 
@@ -33,6 +37,8 @@ class RunDir:
         self.path = path
         self._handler: logging.Handler | None = None
         self._refused: int | None = None  # an errno every write fails with (fault injection)
+        #: called with the errno when writes start failing (the run's recording stops then)
+        self.on_refuse: list[Callable[[int], None]] = []
 
     @classmethod
     def create(cls, root: str | Path = "runs", *, label: str = "run", path: str | Path | None = None) -> RunDir:
@@ -84,11 +90,24 @@ class RunDir:
     def report_path(self) -> Path:
         return self.path / "report.json"
 
+    @property
+    def mcap_path(self) -> Path:
+        return self.path / "run.mcap"
+
+    @property
+    def video_path(self) -> Path:
+        return self.path / "episode.mp4"
+
     def refuse_writes(self, err: int) -> None:
         """From now on every write here fails with ``err`` (``--inject disk-full``); the log
         handler is detached so the logging module does not print a traceback per line."""
         self._refused = err
         self.detach_log()
+        for listener in list(self.on_refuse):
+            try:
+                listener(err)
+            except Exception:  # a listener must not stop the fault from taking effect
+                logger.exception("run folder: a refuse-writes listener failed")
 
     def _check_writable(self) -> None:
         if self._refused is not None:
