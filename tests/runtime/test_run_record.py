@@ -270,3 +270,21 @@ def test_bad_recording_options_are_refused_before_anything_runs(tmp_path) -> Non
     res = runner.invoke(app, ["run", "--dataset", str(junk), "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "neither empty nor a LeRobot dataset" in res.output
     assert not any((tmp_path / n).exists() for n in ("a", "b", "c"))
+
+
+def test_a_crash_mid_run_still_leaves_an_indexed_record_beside_the_report(tmp_path) -> None:
+    from rtvla.config import load_config
+    from rtvla.runtime.main_job import EXIT_ERROR, RunOptions, run_task
+
+    def crash(capture) -> None:  # runs on the main job's thread once the recording records
+        capture.log_event("test", "note", "about to crash")
+        raise RuntimeError("injected crash")
+
+    out = tmp_path / "run"
+    outcome = run_task(load_config(environ={}, search_cwd=False), RunOptions(out_dir=out, dashboard=False),
+                       on_recording=crash)
+    assert outcome.exit_code == EXIT_ERROR and "unexpected RuntimeError: injected crash" in outcome.reason
+    report = json.loads((out / "report.json").read_text())
+    assert report["recording"]["errors"] == [] and report["recording"]["files"]["run.mcap"] > 0
+    info = summarize_mcap(out)
+    assert info["indexed"] is True and info["metadata"]["rtvla.run"]["task"] == report["task"]["instruction"]

@@ -2,13 +2,16 @@
 
 ``RunRecord`` writes ``run.mcap`` (and serves it live); ``VideoWriter`` encodes
 ``episode.mp4``; ``LeRobotDatasetWriter`` writes LeRobot v3.0 datasets; ``summarize_mcap``
-reads a record back; ``RunRecording`` wires all of them to a runtime stack.
+reads a record back; ``RunRecording`` wires all of them to a runtime stack, and
+``RunCapture`` (``rtvla.record.capture``) is what ``rtvla run`` drives: the recording and a
+dataset episode, failing soft and closing in bounded time.
 ``rtvla.record.sim_view`` (MuJoCo) and ``rtvla.record.episodes`` (the lock-step recorder
 behind ``rtvla record``) are imported on demand.
 """
 
 from __future__ import annotations
 
+from rtvla.record.capture import RunCapture
 from rtvla.record.lerobot import LeRobotDatasetWriter, read_info
 from rtvla.record.mcap import RunRecord
 from rtvla.record.run import RunRecording
@@ -19,6 +22,7 @@ from rtvla.record.video import VideoWriter
 __all__ = [
     "LeRobotDatasetWriter",
     "RecordSettings",
+    "RunCapture",
     "RunRecord",
     "RunRecording",
     "VideoWriter",
