@@ -319,7 +319,7 @@ def _protocol_members(proto: type) -> list[str]:
             continue
         names.update(getattr(base, "__annotations__", {}))
         names.update(k for k in vars(base) if not k.startswith("_abc_"))
-    return sorted(n for n in names if n not in skip)
+    return sorted(n for n in names if n not in skip and n not in ("_is_protocol", "_is_runtime_protocol"))
 
 
 def check_type(obj: Any, expect: Any, label: str) -> None:

@@ -32,6 +32,7 @@ from rtvla.errors import ConfigError, PartError
 from rtvla.language import Capabilities, LLMSettings, PlanningService
 from rtvla.language.schema import Pose2D, Workspace
 from rtvla.metrics import Recorder
+from rtvla.perception.frames import FrameSource
 from rtvla.robots.embodiment import Embodiment, WorldKnowledge, as_embodiment
 
 __all__ = ["CameraSpec", "OpenedCamera", "build_embodiment", "build_planner", "camera_specs",
@@ -77,7 +78,11 @@ class CameraSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
-    source: str
+    source: str = Field(description="robot:NAME, synthetic, opencv:INDEX, a file or stream URL, "
+                        "or part:SPEC (a camera part: an entry point of rtvla.cameras or "
+                        "'package.module:factory')")
+    options: dict[str, Any] = Field(default_factory=dict, description="the camera part's options "
+                                    "(part:SPEC only), validated by the part's own model")
     width: int | None = Field(default=None, ge=16)
     height: int | None = Field(default=None, ge=16)
     rate_hz: float | None = Field(default=None, gt=0, le=240)
@@ -118,7 +123,17 @@ def open_cameras(specs: list[CameraSpec], emb: Embodiment) -> list[OpenedCamera]
     out = []
     for spec in specs:
         kind, _, rest = spec.source.partition(":")
-        if kind == "robot":
+        if spec.options and kind != "part":
+            raise ConfigError(f"cameras.{spec.name}.options: only a part:SPEC source takes options, "
+                              f"got source {spec.source!r}")
+        if kind == "part":
+            if not rest:
+                raise ConfigError(f"cameras.{spec.name}.source {spec.source!r}: name the camera part "
+                                  "after part: (an entry point of rtvla.cameras or 'module:factory')")
+            src = parts.build("camera", rest, {**_size_options(spec), **spec.options},
+                              where=f"cameras.{spec.name}.options", expect=FrameSource)
+            out.append(OpenedCamera(spec.name, src, rate_hz=spec.rate_hz))
+        elif kind == "robot":
             cam = emb.cameras.get(rest)
             if cam is None:
                 raise ConfigError(f"cameras.{spec.name}.source {spec.source!r}: the robot carries "
