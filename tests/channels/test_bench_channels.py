@@ -58,6 +58,25 @@ def test_iceoryx2_and_zenoh_rows_alone_with_each_read_mode() -> None:
     assert 0 < rows[0]["latency_us"]["p50"] < 5e6
 
 
+def test_zenoh_rows_are_clock_corrected_with_the_estimated_offset() -> None:
+    """Issue 12: the Zenoh rows are one way and clock-corrected. The reader estimates the
+    writer's clock offset over the same link before the frames; both ends read this host's
+    CLOCK_MONOTONIC, so the true offset is 0 and the estimate must lie within its own
+    uncertainty of it."""
+    pytest.importorskip("zenoh")
+    rows, _ = bench_channels(iterations=20, warmup=2, payloads=(64,), kinds=("zenoh",), gap_s=0.0,
+                             clock_pings=20)
+    row = rows[0]
+    assert row["clock_corrected"] is True
+    clock = row["clock"]
+    assert clock["pings"] == 20 and clock["true_offset_us"] == 0.0
+    assert 0 < clock["uncertainty_us"] == pytest.approx(clock["rtt_us"] / 2, abs=0.002)
+    assert abs(clock["offset_us"]) <= clock["uncertainty_us"] + 0.001
+    # raw: the stamps compared directly (one clock here); corrected = raw + estimated offset
+    for q in ("p50", "p99", "max"):
+        assert row["latency_us"][q] == pytest.approx(row["raw_latency_us"][q] + clock["offset_us"], abs=0.01)
+
+
 @needs_all
 def test_available_kinds_keeps_order_and_known_kinds() -> None:
     assert available_kinds() == CHANNEL_KINDS  # everything is installed for the tests
@@ -78,6 +97,7 @@ def test_shm_view_reads_work_too() -> None:
         ({"kinds": ("zmq",)}, "channel kinds must be among"),
         ({"shm_read": "mmap"}, "shm_read must be one of"),
         ({"payloads": (0,)}, "payload bytes must be > 0"),
+        ({"clock_pings": 0}, "clock_pings must be an integer >= 1"),
     ],
 )
 def test_bad_arguments_are_rejected_before_anything_starts(kwargs, match: str) -> None:

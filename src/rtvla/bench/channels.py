@@ -16,14 +16,20 @@ For each payload size it measures, in one run:
   process: the baseline a Python user reaches for.
 
 Latency is one way: the reader's receive time minus the publish stamp, both
-``time.monotonic_ns``. Every reader runs on this host, where all processes read the same
-``CLOCK_MONOTONIC``, so the clock offset between writer and reader is zero by construction
-and the difference needs no correction (between hosts, Zenoh figures would need the offset
-that :mod:`rtvla.channels.clock_sync` estimates). The stamp is taken when publish is called,
-so the copy in (and Zenoh's encoding) counts. Frames go one at a time: after each one the
-writer waits for the reader's acknowledgement (on a separate pipe, outside the measured
-path) and then a short gap, so the reader is asleep in its wait again when the next frame
-arrives and each figure includes the wake-up.
+``time.monotonic_ns``. The stamp is taken when publish is called, so the copy in (and
+Zenoh's encoding) counts. Frames go one at a time: after each one the writer waits for the
+reader's acknowledgement (on a separate pipe, outside the measured path) and then a short
+gap, so the reader is asleep in its wait again when the next frame arrives and each figure
+includes the wake-up.
+
+The Zenoh rows are clock-corrected as two hosts would need them: before the frames, the
+reader estimates the writer's clock offset with :mod:`rtvla.channels.clock_sync` (an
+NTP-style ping exchange over the same Zenoh link, ``clock_pings`` pings, min-RTT filter)
+and maps every publish stamp onto its own clock with that estimate. On one host both
+processes read the same ``CLOCK_MONOTONIC``, so the true offset is 0: the row's ``clock``
+(the estimate, its uncertainty, the round trip) is the estimator's error on loopback, and
+``raw_latency_us`` (stamps compared directly) shows what the correction changed. The other
+cross-process rows need no correction: same host, same clock.
 
 Usage::
 
@@ -52,7 +58,7 @@ from rtvla.channels.shm import SharedArrayChannel, ShmSpec
 from rtvla.errors import ChannelError
 from rtvla.timing import MONOTONIC, Clock
 
-__all__ = ["CHANNEL_KINDS", "PAYLOAD_BYTES", "SHM_READS", "available_kinds", "bench_channels",
+__all__ = ["CHANNEL_KINDS", "CLOCK_PINGS", "PAYLOAD_BYTES", "SHM_READS", "available_kinds", "bench_channels",
            "payload", "ratios", "summarize"]
 
 CHANNEL_KINDS = ("inproc", "shm", "iceoryx2", "zenoh", "mp_queue")
@@ -64,6 +70,8 @@ PAYLOAD_BYTES = (64, 921_600)  # a small message and one 640x480 RGB frame
 SHM_READS = ("copy", "out", "view")
 _READ_KINDS = ("shm", "iceoryx2")
 _ACK_TIMEOUT_S = 30.0  # a reader that does not answer for this long has failed
+_PING_TIMEOUT_S = 2.0  # one clock-sync ping on loopback
+CLOCK_PINGS = 50  # clock-sync pings before the Zenoh frames
 _START_TIMEOUT_S = 120.0  # spawning a reader imports numpy: slow on a loaded machine
 _IOX_PREFIX = 16  # iceoryx2 sample: int64 stamp, uint64 seq, then the frame
 
@@ -201,28 +209,42 @@ def _shm_reader(spec: ShmSpec, n: int, ready: Any, conn: Any, read: str) -> None
         conn.close()
 
 
-def _zenoh_reader(key: str, endpoint: str, n: int, ready: Any, conn: Any) -> None:
-    from rtvla.channels.zenoh_channel import ZenohChannel
+def _zenoh_reader(key: str, endpoint: str, n: int, ready: Any, conn: Any, clock_key: str,
+                  pings: int) -> None:
+    import zenoh
+
+    from rtvla.channels.clock_sync import ClockSync
+    from rtvla.channels.zenoh_channel import ZenohChannel, zenoh_config
 
     lat = np.zeros(n, np.int64)
-    with ZenohChannel(key, connect=[endpoint]) as ch:
+    session = zenoh.open(zenoh_config(connect=[endpoint]))
+    with ZenohChannel(key, session=session) as ch:
+        # Clock offset first, over the same link, as a reader on another host would: the
+        # writer's stamps are on its clock, not ours.
+        sync = ClockSync(session, clock_key, timeout_s=_PING_TIMEOUT_S)
+        if not sync.wait_ready(_START_TIMEOUT_S):
+            conn.close()
+            session.close()
+            raise ChannelError(f"zenoh bench reader: the writer's clock did not answer on {clock_key}")
+        off = sync.estimate(pings)
+        conn.send_bytes(np.array([off.offset_ns, off.uncertainty_ns, off.rtt_ns, off.samples],
+                                 np.int64).tobytes())
         ready.set()
         try:
             last = 0
             for i in range(n):
                 s = ch.wait_newer(last, timeout=_ACK_TIMEOUT_S)
-                # One host, one CLOCK_MONOTONIC: the publisher's stamp and this reading are
-                # on the same clock, so this difference is the one-way latency as it is.
                 now = time.monotonic_ns()
                 if s is None:
                     lat = lat[:i]
                     break
-                lat[i] = now - s.stamp_ns
+                lat[i] = now - off.to_local(s.stamp_ns)
                 last = s.seq
                 conn.send_bytes(b"")
             conn.send_bytes(lat.tobytes())
         finally:
             conn.close()
+    session.close()
 
 
 def _queue_reader(q: Any, n: int, ready: Any, conn: Any) -> None:
@@ -252,17 +274,44 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _zenoh_writer(key: str) -> tuple[Any, str]:
-    from rtvla.channels.zenoh_channel import ZenohChannel
+class _ZenohWriter:
+    """The writer's end of the Zenoh rows: a listening peer with the channel and the clock
+    the reader synchronises with, on one session."""
 
-    last: ChannelError | None = None
-    for _ in range(5):  # the probed port may be taken before the peer listens on it
-        endpoint = f"tcp/127.0.0.1:{_free_port()}"
+    def __init__(self, key: str, clock_key: str) -> None:
+        import zenoh
+
+        from rtvla.channels.clock_sync import ClockSyncServer
+        from rtvla.channels.zenoh_channel import ZenohChannel, zenoh_config
+
+        last: Exception | None = None
+        for _ in range(5):  # the probed port may be taken before the peer listens on it
+            endpoint = f"tcp/127.0.0.1:{_free_port()}"
+            try:
+                self.session = zenoh.open(zenoh_config(listen=[endpoint]))
+                break
+            except Exception as exc:  # zenoh's ZError
+                last = exc
+        else:
+            raise ChannelError(f"zenoh bench writer found no free port on 127.0.0.1: {last}")
+        self.endpoint = endpoint
         try:
-            return ZenohChannel(key, listen=[endpoint]), endpoint
-        except ChannelError as exc:
-            last = exc
-    raise ChannelError(f"zenoh bench writer found no free port on 127.0.0.1: {last}")
+            self.clock = ClockSyncServer(self.session, clock_key, clock_ns=time.monotonic_ns)
+            self.channel = ZenohChannel(key, session=self.session)
+        except BaseException:
+            self.session.close()
+            raise
+
+    def publish(self, frame: np.ndarray) -> None:
+        self.channel.publish(frame)
+
+    def wait_matched(self, timeout: float) -> bool:
+        return self.channel.wait_matched(timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.clock.close()
+        self.session.close()
 
 
 def _run_inproc(frame: np.ndarray, n: int, gap_s: float, clock: Clock) -> np.ndarray:
@@ -301,7 +350,8 @@ def _run_inproc(frame: np.ndarray, n: int, gap_s: float, clock: Clock) -> np.nda
 
 
 def _run_cross_process(kind: str, frame: np.ndarray, n: int, gap_s: float, clock: Clock,
-                       shm_read: str) -> np.ndarray:
+                       shm_read: str, clock_pings: int = CLOCK_PINGS) -> tuple[np.ndarray, dict[str, Any]]:
+    """The reader's latencies (ns) and, for Zenoh, the clock offset it estimated."""
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     recv_end, send_end = ctx.Pipe(duplex=False)
@@ -321,8 +371,8 @@ def _run_cross_process(kind: str, frame: np.ndarray, n: int, gap_s: float, clock
         cleanup = writer.close
     elif kind == "zenoh":
         key = f"rtvla/bench/{os.getpid()}-{secrets.token_hex(4)}"
-        writer, endpoint = _zenoh_writer(key)
-        target, args = _zenoh_reader, (key, endpoint, n, ready, send_end)
+        writer = _ZenohWriter(key, key + "/clock")
+        target, args = _zenoh_reader, (key, writer.endpoint, n, ready, send_end, key + "/clock", clock_pings)
         cleanup = writer.close
     else:
         queue = ctx.Queue()
@@ -347,8 +397,16 @@ def _run_cross_process(kind: str, frame: np.ndarray, n: int, gap_s: float, clock
                 raise ChannelError(f"{kind} bench reader exited while starting (exit code {proc.exitcode})")
             if time.monotonic() - started > _START_TIMEOUT_S:
                 raise ChannelError(f"{kind} bench reader did not start within {_START_TIMEOUT_S} s")
-        if kind == "zenoh" and not writer.wait_matched(_START_TIMEOUT_S):
-            raise ChannelError(f"zenoh bench reader did not connect within {_START_TIMEOUT_S} s")
+        extra: dict[str, Any] = {}
+        if kind == "zenoh":
+            if not recv_end.poll(_ACK_TIMEOUT_S):
+                raise ChannelError("zenoh bench reader sent no clock offset")
+            offset, unc, rtt, pings = (int(v) for v in np.frombuffer(recv_end.recv_bytes(), np.int64))
+            extra["clock"] = {"offset_us": offset / 1e3, "uncertainty_us": unc / 1e3, "rtt_us": rtt / 1e3,
+                              "pings": pings, "true_offset_us": 0.0}
+            extra["offset_ns"] = offset
+            if not writer.wait_matched(_START_TIMEOUT_S):
+                raise ChannelError(f"zenoh bench reader did not connect within {_START_TIMEOUT_S} s")
         for i in range(n):
             _pace(clock, gap_s)
             writer.publish(frame)
@@ -360,7 +418,7 @@ def _run_cross_process(kind: str, frame: np.ndarray, n: int, gap_s: float, clock
             raise ChannelError(f"{kind} bench reader sent no results")
         lat = np.frombuffer(recv_end.recv_bytes(), np.int64).copy()
         proc.join(timeout=10.0)
-        return lat
+        return lat, extra
     except EOFError as exc:
         raise ChannelError(f"{kind} bench reader exited early (exit code {proc.exitcode})") from exc
     finally:
@@ -373,16 +431,17 @@ def _run_cross_process(kind: str, frame: np.ndarray, n: int, gap_s: float, clock
 
 
 def _measure(kind: str, nbytes: int, iterations: int, warmup: int, gap_s: float,
-             clock: Clock, shm_read: str) -> np.ndarray:
+             clock: Clock, shm_read: str, clock_pings: int = CLOCK_PINGS) -> tuple[np.ndarray, dict[str, Any]]:
     frame = payload(nbytes, fill=1)
     n = iterations + warmup
+    extra: dict[str, Any] = {}
     if kind == "inproc":
         lat = _run_inproc(frame, n, gap_s, clock)
     else:
-        lat = _run_cross_process(kind, frame, n, gap_s, clock, shm_read)
+        lat, extra = _run_cross_process(kind, frame, n, gap_s, clock, shm_read, clock_pings)
     if lat.size < n:
         raise ChannelError(f"{kind} bench reader returned {lat.size} of {n} samples")
-    return lat[warmup:]
+    return lat[warmup:], extra
 
 
 # --- summary ------------------------------------------------------------------------------
@@ -422,13 +481,16 @@ def bench_channels(
     shm_read: str = "copy",
     clock: Clock = MONOTONIC,
     progress: Callable[[str], None] | None = None,
+    clock_pings: int = CLOCK_PINGS,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Measure every (payload, channel) pair; returns the JSON rows and the raw samples (us).
 
     ``progress(label)`` is called before each configuration. ``clock`` paces the writer
     between frames (``gap_s``); latencies are always real monotonic time. A kind whose
     optional package (iceoryx2, eclipse-zenoh) is missing raises :class:`ChannelError`;
-    :func:`available_kinds` filters them out beforehand.
+    :func:`available_kinds` filters them out beforehand. Zenoh rows are clock-corrected
+    with an offset estimated from ``clock_pings`` pings and carry ``clock`` and
+    ``raw_latency_us`` (see the module docstring).
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -438,6 +500,8 @@ def bench_channels(
         raise ValueError(f"gap_s must be >= 0, got {gap_s}")
     if shm_read not in SHM_READS:
         raise ValueError(f"shm_read must be one of {SHM_READS}, got {shm_read!r}")
+    if isinstance(clock_pings, bool) or not isinstance(clock_pings, int) or clock_pings < 1:
+        raise ValueError(f"clock_pings must be an integer >= 1, got {clock_pings!r}")
     unknown = [k for k in kinds if k not in CHANNEL_KINDS]
     if unknown:
         raise ValueError(f"channel kinds must be among {CHANNEL_KINDS}, got {unknown}")
@@ -454,10 +518,15 @@ def bench_channels(
         for kind in kinds:
             if progress is not None:
                 progress(f"{kind} {nbytes:,} B")
-            lat = _measure(kind, nbytes, iterations, warmup, gap_s, clock, shm_read)
+            lat, extra = _measure(kind, nbytes, iterations, warmup, gap_s, clock, shm_read, clock_pings)
             row = summarize(kind, nbytes, lat)
             if kind in _READ_KINDS:
                 row["read"] = shm_read
+            if "clock" in extra:
+                # Corrected with the estimated offset; the raw figures compare the stamps
+                # directly (valid here only because both ends share one clock).
+                raw = summarize(kind, nbytes, lat - extra["offset_ns"])["latency_us"]
+                row.update(clock_corrected=True, clock=extra["clock"], raw_latency_us=raw)
             rows.append(row)
             samples[f"{kind} {nbytes:,} B"] = lat / 1e3
     return rows, samples
