@@ -215,20 +215,30 @@ class Ros2Bridge:
                 pubs = self._image_pubs[camera] = (raw, comp)
             return pubs
 
+    def image_matched(self, camera: str = "camera") -> bool:
+        """Whether a subscriber matches ``camera``'s raw or compressed image topic."""
+        raw, comp = self._image_publishers(camera)
+        return raw.wait_matched(0) or (comp is not None and comp.wait_matched(0))
+
     def publish_image(self, frame: np.ndarray, *, stamp_ns: int | None = None, camera: str = "camera",
-                      frame_id: str | None = None) -> int:
-        """An RGB ``(H, W, 3)`` uint8 frame as ``sensor_msgs/Image`` (rgb8), plus JPEG if enabled."""
+                      frame_id: str | None = None, only_matched: bool = False) -> int:
+        """An RGB ``(H, W, 3)`` uint8 frame as ``sensor_msgs/Image`` (rgb8), plus JPEG if enabled.
+
+        ``only_matched``: serialize and send only to the topics a subscriber matches (a
+        frame is large); returns the raw image's sequence number, 0 if it was not sent."""
         img = np.asarray(frame)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise FrameError(f"bridge image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
         raw_pub, comp_pub = self._image_publishers(camera)
         h, w = img.shape[:2]
         header = self.types.header(self.ros_time_ns(stamp_ns), frame_id or f"{camera}_optical_frame")
-        data = np.ascontiguousarray(img).reshape(-1)
-        msg = self.types.make(IMAGE, header=header, height=h, width=w, encoding="rgb8", is_bigendian=0,
-                              step=w * 3, data=data)
-        seq = raw_pub.publish(msg)
-        if comp_pub is not None:
+        seq = 0
+        if not only_matched or raw_pub.wait_matched(0):
+            data = np.ascontiguousarray(img).reshape(-1)
+            msg = self.types.make(IMAGE, header=header, height=h, width=w, encoding="rgb8", is_bigendian=0,
+                                  step=w * 3, data=data)
+            seq = raw_pub.publish(msg)
+        if comp_pub is not None and (not only_matched or comp_pub.wait_matched(0)):
             import cv2
 
             ok, jpeg = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])

@@ -4,7 +4,11 @@
 (LLM with deadline and fallback, or the embedded rule planner), executes the validated plan,
 and writes the run folder: ``report.json``, ``metrics.jsonl``, PNG plots, ``run.log``, and
 (``[record]``, on by default) ``run.mcap`` and ``episode.mp4``; optionally it serves the record
-live to Foxglove and appends the run to a LeRobot dataset. The report, and a finished
+live to Foxglove and appends the run to a LeRobot dataset. With ``[ros2] enabled = true`` a
+ROS 2 bridge (:mod:`rtvla.runtime.ros2_bridge`) runs beside the stack from start to stop:
+ROS 2 sees the run's joint states, transforms, images and status, may teleoperate the base
+on ``/cmd_vel`` while no task executes, and instructions it sends are queued (listed in the
+report; ``rtvla run`` carries out its own task). Its figures are the report's ``ros2``. The report, and a finished
 (indexed) ``run.mcap``, are written on every way out (success, failure, Ctrl-C, SIGTERM, a
 lost control process, a crash); a recording that fails is an event in the report.
 
@@ -16,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -27,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from rtvla.config import Config
-from rtvla.errors import RtvlaError
+from rtvla.errors import ConfigError, RtvlaError
 from rtvla.metrics import MetricsLog, Recorder, build_report
 from rtvla.metrics.report import json_safe
 from rtvla.record.capture import RunCapture, check_dataset_folder
 from rtvla.record.settings import RecordSettings
 from rtvla.resources.sampler import hypervisor_steal_s
 from rtvla.runtime.faults import FaultInjector, parse_faults
+from rtvla.runtime.ros2_bridge import BridgeSettings, RunBridge
 from rtvla.runtime.run_dir import RunDir
 from rtvla.runtime.settings import RuntimeSettings
 from rtvla.runtime.stack import Stack
@@ -114,13 +120,19 @@ def run_task(
     on_stack: Callable[[Stack], None] | None = None,
     dashboard_factory: Callable[[Stack, Any], Any] | None = None,
     on_recording: Callable[[RunCapture], None] | None = None,
+    on_bridge: Callable[[RunBridge], None] | None = None,
 ) -> RunOutcome:
     """Run the main job; see the module docstring. ``on_stack`` sees the built stack before
     it starts (tests use it to inject faults); ``dashboard_factory(stack, state)`` returns a
     context manager that shows progress (the CLI's rich Live view); ``on_recording`` sees the
-    run's recording once it records (the CLI prints the live view's address)."""
+    run's recording once it records (the CLI prints the live view's address); ``on_bridge``
+    sees the ROS 2 bridge once it is up (``[ros2] enabled``)."""
     settings = RuntimeSettings.from_section(cfg.section("runtime"))
     record_settings = RecordSettings.from_section(cfg.section("record"))
+    ros2_settings = BridgeSettings.from_section(cfg.section("ros2"))
+    if ros2_settings.enabled and importlib.util.find_spec("zenoh") is None:
+        raise ConfigError("ros2.enabled: the ROS 2 bridge needs eclipse-zenoh: pip install 'rtvla[zenoh]'")
+    bridges: list[RunBridge] = []  # the one started, for the finally that writes the report
     task = options.task or settings.task
     stop = stop_event or threading.Event()
     injector = FaultInjector(parse_faults(options.inject))  # a bad spec fails before anything
@@ -192,7 +204,9 @@ def run_task(
                 with _Ticker(metrics, stack, settings.metrics_interval_s, settings.warmup_s, extra), \
                         (view if view is not None else _Null()):
                     code, reason = _run_stack(stack, task, options, state, info, stop, settings,
-                                              injector, capture, on_recording)
+                                              injector, capture, on_recording,
+                                              ros2=ros2_settings if ros2_settings.enabled else None,
+                                              bridges=bridges, on_bridge=on_bridge)
             finally:
                 metrics.close()
                 if server is not None:
@@ -215,6 +229,8 @@ def run_task(
             # finished (bounded, never raising) once the stack has stopped: the control
             # process's final figures go into it, and its result into the report.
             capture.stop()
+            # The bridge stops (bounded) before the stack: no cmd_vel reaches a stopping robot.
+            ros2_report = bridges[0].stop() if bridges else None
             stuck = stack.stop() if stack is not None else []
             if stuck:
                 recorder.event("runtime", "fault", f"units did not stop in time: {stuck}")
@@ -222,6 +238,11 @@ def run_task(
                                       success=bool(info["success"]))
             report = _final_report(recorder, stack, settings, info, code, reason, t_start)
             report["recording"] = recording
+            if ros2_settings.enabled:
+                report["ros2"] = ros2_report if ros2_report is not None else {
+                    "enabled": True, "started": False,
+                    "error": next((e["message"] for e in report["events"]
+                                   if e["component"] == "ros2" and e["kind"] == "failed"), None)}
             # CPU time the hypervisor took from this VM during the run: stalls no scheduling
             # inside the guest can avoid (they show as missed cycles if long enough).
             steal = report["hypervisor_steal_s"] = hypervisor_steal_s() - steal0
@@ -254,6 +275,24 @@ def run_task(
     return RunOutcome(code, reason, report, rd.path)
 
 
+def _start_bridge(stack: Stack, settings: BridgeSettings, bridges: list[RunBridge],
+                  on_bridge: Callable[[RunBridge], None] | None) -> None:
+    """Start the ROS 2 bridge; one that cannot start (a port in use, a bad address) is a
+    ``ros2``/``failed`` event and the run goes on without it, as a recording that fails does."""
+    bridge = RunBridge(stack, settings)
+    try:
+        bridge.start()
+    except ConfigError:
+        raise  # eclipse-zenoh missing: the configuration cannot be honoured at all
+    except Exception as exc:
+        stack.recorder.event("ros2", "failed", f"ROS 2 bridge did not start: {exc}")
+        logger.error("ROS 2 bridge did not start: %s", exc)
+        return
+    bridges.append(bridge)
+    if on_bridge is not None:
+        on_bridge(bridge)
+
+
 class _Null:
     def __enter__(self) -> None:
         return None
@@ -265,7 +304,9 @@ class _Null:
 def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: dict[str, Any],
                stop: threading.Event, settings: RuntimeSettings,
                injector: FaultInjector | None = None, capture: RunCapture | None = None,
-               on_recording: Callable[[RunCapture], None] | None = None) -> tuple[int, str]:
+               on_recording: Callable[[RunCapture], None] | None = None, *,
+               ros2: BridgeSettings | None = None, bridges: list[RunBridge] | None = None,
+               on_bridge: Callable[[RunBridge], None] | None = None) -> tuple[int, str]:
     state.phase = "starting"
     stack.start()
     if capture is not None:
@@ -273,6 +314,8 @@ def _run_stack(stack: Stack, task: str, options: RunOptions, state: Any, info: d
         stack.on_progress = capture.wrap_progress(stack.on_progress)
         if on_recording is not None:
             on_recording(capture)
+    if ros2 is not None:
+        _start_bridge(stack, ros2, bridges if bridges is not None else [], on_bridge)
     if injector is not None:
         injector.start(stack)
     task_deadline = stack.cfg.budget("task").deadline_s or 120.0

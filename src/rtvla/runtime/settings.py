@@ -54,8 +54,15 @@ def _validators(cfg: Config) -> dict[str, Callable[[dict[str, Any]], Any]]:
     from rtvla.adapt.config import AdaptConfig
     from rtvla.language.settings import LLMSettings
     from rtvla.perception.settings import CamerasConfig, PerceptionConfig
+    from rtvla.record.settings import RecordSettings
     from rtvla.resources.config import ResourcesConfig
+    from rtvla.runtime.ros2_bridge import BridgeSettings, check_bridge_topics
     from rtvla.runtime.wiring import validate_parts
+
+    def ros2(table: dict[str, Any]) -> BridgeSettings:
+        settings = BridgeSettings.from_section(table)
+        check_bridge_topics(settings, cfg.section("robot"))  # not the ROS 2 robot's own topics
+        return settings
 
     return {
         "runtime": RuntimeSettings.from_section,
@@ -70,6 +77,8 @@ def _validators(cfg: Config) -> dict[str, Callable[[dict[str, Any]], Any]]:
         "robot": lambda _table: validate_parts(cfg),
         "resources": ResourcesConfig.from_section,
         "adapt": AdaptConfig.from_section,
+        "record": RecordSettings.from_section,
+        "ros2": ros2,
     }
 
 
