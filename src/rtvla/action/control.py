@@ -17,6 +17,13 @@ from any thread; a process-placed loop gets both through its ``commands`` channe
 ``[stops, resets, last]`` of monotone counters, so a stop is never lost behind a reset that
 follows it: the latest-value channel keeps only the newest value).
 
+Following a policy: with a :class:`~rtvla.action.chunk_scheduler.ChunkScheduler`, the loop
+can be switched into "follow the policy" mode (:meth:`ControlLoop.follow_policy`, or the
+``commands`` channel's follow counter and flag). Then each tick's arm target, its velocity
+and the gripper come from the scheduler (setpoints' arm goals are ignored; base velocity
+still comes from setpoints), every command goes through ``validate_command``, and a
+starved scheduler's ``STOP`` latches a safe stop like the watchdog does.
+
 Usage::
 
     setpoints = LatestValue("setpoints")
@@ -38,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rtvla.action.chunk_scheduler import ChunkScheduler, SchedStatus
 from rtvla.action.chunks import ActionChunkQueue
 from rtvla.action.setpoints import Setpoint
 from rtvla.action.trajectory import ArmTrajectory, TrajStatus, check_goal
@@ -46,17 +54,33 @@ from rtvla.component import Component, Placement
 from rtvla.config import Budget, Config, format_validation_error
 from rtvla.errors import ConfigError, RobotError
 from rtvla.metrics import LatencyHistogram, Recorder
-from rtvla.robots.base import CommandMode, Robot, RobotCommand, RobotLimits, RobotState
+from rtvla.robots.base import (
+    CommandMode,
+    Robot,
+    RobotCommand,
+    RobotLimits,
+    RobotState,
+    validate_command,
+)
 from rtvla.timing import MONOTONIC, Clock, RateLoop, Tick
 
 STEP_RING = 32
 
-__all__ = ["COMMAND_RESET", "COMMAND_STOP", "ControlLoop", "ControlSettings", "ControlStats",
-           "check_setpoint"]
+__all__ = [
+    "COMMANDS_SIZE",
+    "COMMAND_RESET",
+    "COMMAND_STOP",
+    "ControlLoop",
+    "ControlSettings",
+    "ControlStats",
+    "check_setpoint",
+]
 
 # The ``commands`` channel's last-command codes (see the module docstring).
 COMMAND_STOP = 1.0
 COMMAND_RESET = 2.0
+#: The ``commands`` array: [stops, resets, last command, robot resets, follow asks, follow on].
+COMMANDS_SIZE = 6
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +195,8 @@ class ControlLoop(Component):
         chunks: optional :class:`ActionChunkQueue`; each tick its action becomes the arm goal.
         commands: optional latest-value channel of ``[stops, resets, last]`` counters (the
             parent of a control process latches and resets the stop through it).
+        scheduler: optional :class:`ChunkScheduler`; while engaged (:meth:`follow_policy`),
+            it supplies the arm's targets.
     """
 
     def __init__(
@@ -186,6 +212,7 @@ class ControlLoop(Component):
         state_out: Channel | None = None,
         chunks: ActionChunkQueue | None = None,
         commands: Channel | None = None,
+        scheduler: ChunkScheduler | None = None,
         name: str = "control",
     ) -> None:
         self.settings = settings if settings is not None else ControlSettings()
@@ -200,6 +227,13 @@ class ControlLoop(Component):
         self.state_out = state_out
         self.chunks = chunks
         self.commands = commands
+        self.scheduler = scheduler
+        if scheduler is not None and scheduler.dof != self.limits.dof:
+            raise ConfigError(f"chunk scheduler dof {scheduler.dof} does not match the robot's {self.limits.dof}")
+        self._follow_asks = 0
+        self._follow_seen = 0
+        self._follow_on = False
+        self._cmd_follow = 0
         self._cmd_seq = 0
         self._cmd_seen = (0, 0)  # stops, resets already applied from ``commands``
         # request_stop()/reset_stop() from other threads: counters the loop applies next tick.
@@ -310,6 +344,23 @@ class ControlLoop(Component):
                 why = self.trajectory.try_set_goal(action)
                 if why is not None:
                     self._trip(f"invalid chunk action: {why}", now)
+        following = False
+        sched = self.scheduler
+        if sched is not None:
+            if self._tripped and sched.engaged:
+                sched.disengage("latched stop")
+            status = sched.tick(state, now)
+            if status is SchedStatus.ACTION or status is SchedStatus.HOLD:
+                following = True
+                why = self.trajectory.try_set_goal(sched.position, sched.velocity)
+                if why is not None:
+                    self._trip(f"invalid policy action: {why}", now)
+                elif status is SchedStatus.ACTION and sched.gripper is not None:
+                    self._gripper = sched.gripper
+            elif status is SchedStatus.WAITING:
+                following = True
+            elif status is SchedStatus.STOP:
+                self._trip(f"policy: {sched.stop_reason}", now)
 
         if not self._tripped:
             status = self.trajectory.step()
@@ -326,6 +377,10 @@ class ControlLoop(Component):
                     gripper=self._gripper,
                 )
                 try:
+                    if following:
+                        # A policy's command is checked here as well as by the robot: a
+                        # robot driver that does not validate must not see a bad one.
+                        validate_command(cmd, self.limits)
                     self.robot.send_command(cmd)
                     self._stats.commands_sent += 1
                 except RobotError as exc:  # CommandRejected included: nothing was executed
@@ -395,7 +450,7 @@ class ControlLoop(Component):
                 self._stats.setpoints_refused_while_stopped += 1
             return
         self._stats.setpoints_accepted += 1
-        if sp.arm_q is not None:
+        if sp.arm_q is not None and not (self.scheduler is not None and self.scheduler.engaged):
             why = self.trajectory.try_set_goal(sp.arm_q)
             if why is not None:
                 self._trip(f"arm goal refused: {why}", now)
@@ -419,6 +474,29 @@ class ControlLoop(Component):
         it is and the loop follows setpoints published after the reset."""
         self._last_ask = COMMAND_RESET
         self._reset_asks += 1
+
+    def follow_policy(self, on: bool) -> None:
+        """Engage (True) or release (False) the chunk scheduler at the next tick, from any
+        thread. Released, the arm holds where it is until the next setpoint."""
+        if self.scheduler is None:
+            raise ConfigError(f"{self.name}: follow_policy() needs a chunk scheduler")
+        self._follow_on = bool(on)
+        self._follow_asks += 1
+
+    def _set_following(self, on: bool, now: int, state: RobotState) -> None:
+        sched = self.scheduler
+        if sched is None:
+            self.recorder.event(self.name, "follow_refused", "no chunk scheduler in this control loop")
+            return
+        if on and not sched.engaged:
+            if self._tripped:
+                self.recorder.event(self.name, "follow_refused", "latched stop: reset it first", stamp_ns=now)
+                return
+            sched.engage(now)
+        elif not on and sched.engaged:
+            sched.disengage("asked")
+            if not self._tripped:
+                self.trajectory.try_set_goal(self.trajectory.position)  # come to rest here
 
     def request_robot_reset(self) -> None:
         """At the next tick, between commands: ``robot.reset()`` (a simulator back to its
@@ -451,6 +529,9 @@ class ControlLoop(Component):
         if asks != self._asks_seen:
             self._apply_counts(asks, self._asks_seen, self._last_ask, self._stop_reason, now, state)
             self._asks_seen = asks
+        if self._follow_asks != self._follow_seen:
+            self._follow_seen = self._follow_asks
+            self._set_following(self._follow_on, now, state)
         ch = self.commands
         if ch is None:
             return
@@ -468,6 +549,9 @@ class ControlLoop(Component):
         if n_robot_reset > self._cmd_robot_resets:
             self._cmd_robot_resets = n_robot_reset
             self._reset_robot(now)
+        if arr.shape[0] >= COMMANDS_SIZE and int(arr[4]) > self._cmd_follow:
+            self._cmd_follow = int(arr[4])
+            self._set_following(bool(arr[5]), now, state)
         counts = (int(n_stop), int(n_reset))
         self._apply_counts(counts, self._cmd_seen, last, "stop requested by the parent process",
                            now, state)
@@ -599,4 +683,6 @@ class ControlLoop(Component):
         out.update(self.stats_obj().as_dict())
         if self.chunks is not None:
             out["chunks"] = self.chunks.stats()
+        if self.scheduler is not None:
+            out["policy"] = self.scheduler.stats()
         return out

@@ -28,6 +28,14 @@ reach the loop through a shared-memory counter array (see
 dead child (with its exit code or signal) and a hung one (no tick published for more than
 ``hang_periods`` periods) apart from a live one.
 
+Following a policy: given a :class:`~rtvla.action.chunk_scheduler.PolicyLink` (the shared-
+memory channels of a :class:`~rtvla.policy.process.PolicyProcess`), the child builds a
+:class:`~rtvla.action.chunk_scheduler.ChunkScheduler` beside its loop; it sends requests
+stamped with the loop's ticks and takes chunks without ever waiting.
+:meth:`ControlProcess.follow_policy` switches the loop into following the policy and back
+(through the commands array); the scheduler's figures are in the live stats
+(``policy_*``) and, whole, under ``"policy"`` in the final stats.
+
 Usage::
 
     factory = functools.partial(KinematicRobot, dof=6)        # module-level: picklable
@@ -55,9 +63,11 @@ from typing import Any
 
 import numpy as np
 
+from rtvla.action.chunk_scheduler import PolicyLink
 from rtvla.action.control import (
     COMMAND_RESET,
     COMMAND_STOP,
+    COMMANDS_SIZE,
     STEP_RING,
     ControlLoop,
     ControlSettings,
@@ -77,11 +87,12 @@ logger = logging.getLogger(__name__)
 _STATS_FIELDS = (
     "ticks", "missed", "watchdog_trips", "stopped", "lateness_max_us", "loop_time_max_ms",
     "achieved_hz", "on_time_rate", "setpoints_accepted",
+    "policy_engaged", "policy_chunks", "policy_starved_ticks", "policy_stops", "policy_rejected",
 )
 _STATS_EVERY = 10
 _STATS_SIZE = len(_STATS_FIELDS) + 1 + STEP_RING
 _PARENT_CHECK_S = 0.2
-_COMMANDS_SIZE = 4  # [stops, resets, last command, robot resets]
+_COMMANDS_SIZE = COMMANDS_SIZE  # [stops, resets, last command, robot resets, follow asks, follow on]
 # The robot's threads in the control process run this far below the control thread.
 _HELPER_PRIORITY_GAP = 10
 
@@ -155,9 +166,16 @@ class _StatePublisher:
         self._n += 1
         if loop is not None and self._n % _STATS_EVERY == 0:
             live = loop.live_stats()
+            sched = loop.scheduler
+            if sched is not None:
+                live["policy_engaged"] = 1.0 if sched.engaged else 0.0
+                live["policy_chunks"] = float(sched.chunks)
+                live["policy_starved_ticks"] = float(sched.starved_ticks)
+                live["policy_stops"] = float(sched.starvation_stops)
+                live["policy_rejected"] = float(sched.rejected)
             buf = self._stats_buf
             for i, key in enumerate(_STATS_FIELDS):
-                buf[i] = live[key]
+                buf[i] = live.get(key, 0.0)
             # The step times of the last STEP_RING finished ticks, oldest first, after their
             # count: the parent relays them as exact latency samples.
             done = int(live["ticks"])
@@ -259,6 +277,7 @@ def _child_main(
     ppid: int,
     duration_s: float | None,
     telemetry: Callable[[Any, np.ndarray], Any] | None = None,
+    policy: PolicyLink | None = None,
 ) -> None:
     # The parent decides when control stops: a terminal's Ctrl-C reaches the whole process
     # group, and dying here with it would leave the parent's report without control's figures.
@@ -267,6 +286,7 @@ def _child_main(
     sp_ch = state_ch = stats_ch = tel_ch = cmd_ch = None
     robot = None
     loop: ControlLoop | None = None
+    scheduler = None
 
     def on_term(signum: int, frame: Any) -> None:
         if loop is not None:
@@ -301,8 +321,10 @@ def _child_main(
             state_ch, stats_ch, robot.limits.dof,
             telemetry=(telemetry, robot, tel_ch) if telemetry is not None and tel_ch is not None else None,
         )
+        if policy is not None:
+            scheduler = policy.build(robot.limits, rate_hz, recorder=recorder)
         loop = ControlLoop(robot, sp_ch, recorder=recorder, settings=settings, rate_hz=rate_hz,
-                           state_out=publisher, commands=cmd_ch)
+                           state_out=publisher, commands=cmd_ch, scheduler=scheduler)
         publisher.loop = loop
         # The watcher starts before the real-time setup so that it, too, runs at the helpers'
         # FIFO priority: a SCHED_OTHER thread that holds the GIL when another process
@@ -327,6 +349,7 @@ def _child_main(
             "recorder": snapshot.get("control", {}),
             "robot": _robot_stats(robot),
             "stop_cause": why[-1] if why else "duration elapsed",
+            "policy": scheduler.stats() if scheduler is not None else None,
         }))
     except BaseException as exc:  # report anything to the parent, then exit non-zero
         try:
@@ -346,6 +369,9 @@ def _child_main(
         for ch in (sp_ch, state_ch, stats_ch, tel_ch, cmd_ch):
             if ch is not None:
                 ch.close()
+        if scheduler is not None:
+            with contextlib.suppress(Exception):
+                scheduler.close()
         conn.close()
         stop_conn.close()
         # The robot is stopped and closed, the stats are sent: end here. The interpreter's
@@ -401,12 +427,14 @@ class ControlProcess:
         name: str = "control",
         telemetry: Callable[[Any, np.ndarray], Any] | None = None,
         telemetry_size: int = 0,
+        policy: PolicyLink | None = None,
     ) -> None:
         if not (isinstance(dof, int) and dof >= 1):
             raise ComponentError(f"dof must be an integer >= 1, got {dof!r}")
         if telemetry is not None and telemetry_size < 1:
             raise ComponentError(f"telemetry_size must be >= 1 with a telemetry function, got {telemetry_size}")
         self.robot_factory = robot_factory
+        self.policy = policy
         self.telemetry = telemetry
         self.telemetry_size = telemetry_size
         self._tel_ch: SharedArrayChannel | None = None
@@ -466,7 +494,7 @@ class ControlProcess:
         self._proc = self._ctx.Process(
             target=_child_main,
             args=(self.robot_factory, self.settings, self.rate_hz, self.realtime, specs,
-                  stop_r, child_conn, os.getpid(), self.duration_s, self.telemetry),
+                  stop_r, child_conn, os.getpid(), self.duration_s, self.telemetry, self.policy),
             name=f"rtvla-{self.name}", daemon=True,
         )
         try:
@@ -542,6 +570,19 @@ class ControlProcess:
     def reset_stop(self) -> None:
         """Release a latched stop; the robot holds where it is until the next setpoint."""
         self._command(COMMAND_RESET, 1)
+
+    def follow_policy(self, on: bool) -> None:
+        """Switch the loop into following the linked policy's chunks (True) or back to
+        setpoints (False), at its next tick. Refused (an event in the child) while a stop is
+        latched; a starved policy ends following with a latched stop."""
+        if self.policy is None:
+            raise ComponentError(f"{self.name}: follow_policy() needs a policy link (policy=...)")
+        ch = self._cmd_ch
+        if ch is None:
+            raise ComponentError(f"{self.name}: control process was not started")
+        self._commands[4] += 1
+        self._commands[5] = 1.0 if on else 0.0
+        ch.publish(self._commands)
 
     def reset_robot(self) -> None:
         """Reset the robot in the control process (a simulator back to its start)."""

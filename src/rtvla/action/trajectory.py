@@ -106,6 +106,11 @@ class ArmTrajectory:
         self.calculation_us = 0.0  # ruckig's own calculation time of the last step
         self.last_error = ""
         self._initialised = False
+        self._zeros = [0.0] * self.dof
+        self._moving_target = False
+        # Target velocities stay a little inside the limit in use (ruckig refuses more).
+        self._v_target_max = np.asarray(limits.dq_max, dtype=float) * speed_scale * 0.95
+        self._limit_margin = 1e-3
 
     # -- setup (may raise) -----------------------------------------------------------------
 
@@ -130,6 +135,7 @@ class ArmTrajectory:
         inp.target_position = q.tolist()
         inp.target_velocity = [0.0] * self.dof
         inp.target_acceleration = [0.0] * self.dof
+        self._moving_target = False
         self.goal = None
         self.status = TrajStatus.IDLE
         self._initialised = True
@@ -142,8 +148,14 @@ class ArmTrajectory:
 
     # -- hot path (status values) ----------------------------------------------------------
 
-    def try_set_goal(self, goal: np.ndarray) -> str | None:
-        """Like :meth:`set_goal` but returns the reason instead of raising (for hot loops)."""
+    def try_set_goal(self, goal: np.ndarray, velocity: np.ndarray | None = None) -> str | None:
+        """Like :meth:`set_goal` but returns the reason instead of raising (for hot loops).
+
+        ``velocity``: the velocity to pass through ``goal`` with (following a policy's chunk:
+        the arm moves through its waypoints instead of stopping at each). It is clipped to
+        the velocity limit in use, and to zero where it would carry a joint past a position
+        limit; None or omitted: arrive at rest.
+        """
         if not self._initialised:
             return "trajectory not reset to a measured state yet"
         why = check_goal(goal, self.limits)
@@ -154,7 +166,22 @@ class ArmTrajectory:
             self.goal = g.copy()
         else:
             self.goal[:] = g
-        self._inp.target_position = self.goal.tolist()
+        inp = self._inp
+        inp.target_position = self.goal.tolist()
+        if velocity is None:
+            if self._moving_target:
+                inp.target_velocity = self._zeros
+                self._moving_target = False
+        else:
+            v = np.asarray(velocity, dtype=float)
+            if v.shape != (self.dof,) or not np.all(np.isfinite(v)):
+                return f"target velocity must be {self.dof} finite values, got {v.tolist()}"
+            v = np.clip(v, -self._v_target_max, self._v_target_max)
+            lim = self.limits
+            # Near a position limit, arrive at rest: ruckig cannot pass it with speed left.
+            v[((g >= lim.q_max - self._limit_margin) & (v > 0)) | ((g <= lim.q_min + self._limit_margin) & (v < 0))] = 0.0
+            inp.target_velocity = v.tolist()
+            self._moving_target = True
         self.status = TrajStatus.WORKING
         return None
 

@@ -18,6 +18,12 @@ string, its options and a factory reference travel as ``Process`` arguments. The
 SIGINT (the parent decides when it stops), sees its parent's death as EOF on the command
 pipe and exits; :meth:`PolicyProcess.stop` is bounded (ask, wait, terminate, kill).
 
+*Context*: what an observation needs beyond what the requester has (the control process
+has the robot's state; camera images, a perceived target and the prompt live in the main
+process). :meth:`PolicyProcess.set_context` publishes them to a third latest-value channel;
+the child merges the newest context under each request's observation (the request's keys
+win), so images never pass through the control process.
+
 One requester at a time: publishers in different processes must take turns (the channel's
 rule), so the process that triggers requests (the owner, or the control process through a
 :class:`~rtvla.policy.chunk_channel.RequestWriter`) is the only one that calls ``request``.
@@ -75,7 +81,7 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
                 event_conn: Any, ppid: int, start_timeout_s: float, cpus: list[int] | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the policy stops
     code = 0
-    policy = req_ch = chunk_ch = None
+    policy = req_ch = chunk_ch = ctx_ch = None
     try:
         # Before the model loads, so its thread pools start on these CPUs (away from the
         # control loop's CPU).
@@ -96,6 +102,7 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
             return
         req_ch = SharedArrayChannel.attach(spec_from_wire(msg["payload"]["requests"]))
         chunk_ch = SharedArrayChannel.attach(spec_from_wire(msg["payload"]["chunks"]))
+        ctx_ch = SharedArrayChannel.attach(spec_from_wire(msg["payload"]["context"]))
         layout = ChunkLayout(int(msg["payload"]["horizon"]), int(msg["payload"]["action_dim"]))
         meta = meta.with_overrides(horizon=layout.horizon, action_dim=layout.action_dim)
         stop = threading.Event()
@@ -113,6 +120,8 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
         out = np.zeros(layout.size, np.float64)
         clock = MONOTONIC
         seq = 0
+        ctx_seq = 0
+        context: dict[str, Any] = {}
         while not stop.is_set():
             # A view, not a copy of the whole channel: only the payload is copied, once.
             sample = req_ch.wait_newer(seq, None, copy=False)
@@ -126,9 +135,14 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
                 if not req_ch.still_valid(sample):
                     continue  # overwritten while being read: newer requests exist, serve the newest
                 tick, stamp = int(req.get("tick", 0)), int(req.get("stamp_ns", 0))
+                if ctx_ch.seq != ctx_seq:
+                    ctx_sample = ctx_ch.latest()
+                    if ctx_sample is not None:
+                        ctx_seq = ctx_sample.seq
+                        context = dict(decode_request(ctx_sample.value)["observation"])
+                obs = {**context, **req["observation"]} if context else req["observation"]
                 t0 = clock.now_ns()
-                actions: np.ndarray | None = check_output(policy.infer(req["observation"]), meta,
-                                                          source=meta.name)
+                actions: np.ndarray | None = check_output(policy.infer(obs), meta, source=meta.name)
             except Exception as exc:  # reported to the parent; the process keeps serving
                 actions = None
                 _send(event_conn, "error", {"request_id": seq, "error": f"{type(exc).__name__}: {exc}"})
@@ -150,7 +164,7 @@ def _child_main(source: str | Callable[[], Any], options: dict[str, Any], cmd_co
         _send(event_conn, "fatal", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         code = 1
     finally:
-        for ch in (req_ch, chunk_ch):
+        for ch in (req_ch, chunk_ch, ctx_ch):
             if ch is not None:
                 ch.close()
         if policy is not None:
@@ -200,6 +214,8 @@ class PolicyProcess:
         self._events: Any = None
         self._requests: SharedArrayChannel | None = None
         self._chunks: SharedArrayChannel | None = None
+        self._context: SharedArrayChannel | None = None
+        self._context_buf: np.ndarray | None = None
         self._writer_buf: np.ndarray | None = None
         self._metadata: PolicyMetadata | None = None
         self.layout: ChunkLayout | None = None
@@ -241,9 +257,12 @@ class PolicyProcess:
             size = self.max_request_bytes or request_room(meta)
             self._requests = SharedArrayChannel.create(f"{self.name}-requests", (size + LEN_BYTES,), np.uint8)
             self._chunks = SharedArrayChannel.create(f"{self.name}-chunks", (self.layout.size,), np.float64)
+            self._context = SharedArrayChannel.create(f"{self.name}-context", (size + LEN_BYTES,), np.uint8)
             self._writer_buf = np.zeros(self._requests.shape, np.uint8)
+            self._context_buf = np.zeros(self._context.shape, np.uint8)
             cmd_w.send_bytes(codec.packb({"kind": "channels", "payload": {
                 "requests": spec_to_wire(self._requests.spec), "chunks": spec_to_wire(self._chunks.spec),
+                "context": spec_to_wire(self._context.spec),
                 "horizon": meta.horizon, "action_dim": meta.action_dim}}))
         except BaseException:
             self._kill()
@@ -308,7 +327,7 @@ class PolicyProcess:
             if proc.is_alive():
                 proc.kill()
                 proc.join(grace_s)
-        for attr in ("_requests", "_chunks"):
+        for attr in ("_requests", "_chunks", "_context"):
             ch = getattr(self, attr)
             if ch is not None:
                 ch.close()
@@ -363,6 +382,16 @@ class PolicyProcess:
             raise PolicyError(f"{self.name}: policy process not started")
         stamp = self.clock.now_ns() if stamp_ns is None else stamp_ns
         return self._requests.publish(encode_request(self._writer_buf, tick, stamp, observation))
+
+    def set_context(self, context: Mapping[str, Any]) -> int:
+        """Publish what every following request's observation should also carry (images, a
+        perceived target, the prompt); the request's own keys win. Latest value: each call
+        replaces the previous context. Returns the context's sequence number."""
+        if self._context is None or self._context_buf is None:
+            raise PolicyError(f"{self.name}: policy process not started")
+        if not isinstance(context, Mapping):
+            raise PolicyError(f"{self.name}: context must be a map of observation keys, got {type(context).__name__}")
+        return self._context.publish(encode_request(self._context_buf, 0, self.clock.now_ns(), context))
 
     def latest_chunk(self) -> PolicyChunk | None:
         if self._chunks is None or self.layout is None:
