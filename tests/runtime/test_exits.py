@@ -5,18 +5,14 @@ report; none leaves a process behind."""
 
 from __future__ import annotations
 
-import json
 import os
-import pty
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
+from rtvla.bench.exits import PtyRun, wait_exited
 from rtvla.runtime.main_job import EXIT_FAILED, EXIT_INTERRUPTED
 
 pytestmark = pytest.mark.slow
@@ -24,83 +20,9 @@ pytestmark = pytest.mark.slow
 STOP_BOUND_S = 5.0  # README: every way out ends within 5 s with a complete report
 
 
-class Run:
-    """``rtvla run`` in its own session on a pseudo-terminal, as a shell would start it."""
-
-    def __init__(self, tmp_path: Path, *extra: str) -> None:
-        self.out = tmp_path / "run"
-        self.master, slave = pty.openpty()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtvla.cli", "run", "--no-dashboard", "--out", str(self.out), *extra],
-            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path,
-            start_new_session=True,  # setsid: its own process group, like a terminal's job
-        )
-        os.close(slave)
-        self.output = b""
-
-    def _drain(self) -> None:
-        import select
-
-        while True:
-            r, _, _ = select.select([self.master], [], [], 0)
-            if not r:
-                return
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            self.output += data
-
-    def wait_running(self, timeout: float = 120.0) -> None:
-        """Until the task is executing (metrics written, the control process up)."""
-        metrics = self.out / "metrics.jsonl"
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            self._drain()
-            assert self.proc.poll() is None, self.text()
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3 and self.control_child():
-                return
-            time.sleep(0.1)
-        pytest.fail(f"the run did not get going in {timeout} s:\n{self.text()}")
-
-    def control_child(self) -> psutil.Process | None:
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if "multiprocessing" in " ".join(child.cmdline()) and "resource_tracker" not in " ".join(child.cmdline()):
-                    return child
-            except psutil.NoSuchProcess:
-                continue
-        return None
-
-    def descendants(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children(recursive=True)
-
-    def wait_exit(self, timeout: float) -> float:
-        """Seconds until the parent exited (fails past ``timeout``)."""
-        t0 = time.monotonic()
-        while self.proc.poll() is None:
-            self._drain()
-            if time.monotonic() - t0 > timeout:
-                self.proc.kill()
-                pytest.fail(f"rtvla run did not exit within {timeout} s:\n{self.text()}")
-            time.sleep(0.02)
-        self._drain()
-        return time.monotonic() - t0
-
-    def report(self) -> dict:
-        return json.loads((self.out / "report.json").read_text())
-
-    def text(self) -> str:
-        return self.output.decode(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        os.close(self.master)
+def Run(cwd, *extra: str) -> PtyRun:
+    """``rtvla run`` on a pseudo-terminal; a run that misbehaves fails the test."""
+    return PtyRun(cwd, *extra, on_error=pytest.fail)
 
 
 def _assert_complete(report: dict, code: int) -> None:
@@ -113,33 +35,16 @@ def _assert_complete(report: dict, code: int) -> None:
         assert report["components"][name]["count"] > 0
 
 
-def _exited(p: psutil.Process) -> bool:
-    """Gone, or a zombie: it has exited, and only its reaper (init, here often slow) is left."""
-    try:
-        return p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _wait_exited(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    end = time.monotonic() + timeout
-    while True:
-        alive = [p for p in procs if not _exited(p)]
-        if not alive or time.monotonic() > end:
-            return alive
-        time.sleep(0.002)
-
-
 def _assert_no_process_left(procs: list[psutil.Process]) -> None:
-    alive = _wait_exited(procs, 5)
+    alive = wait_exited(procs, 5)
     assert not alive, f"left behind: {alive}"
 
 
 @pytest.fixture
 def run(tmp_path):
-    runs: list[Run] = []
+    runs: list[PtyRun] = []
 
-    def start(*extra: str) -> Run:
+    def start(*extra: str) -> PtyRun:
         r = Run(tmp_path, *extra)
         runs.append(r)
         return r
@@ -206,7 +111,7 @@ def test_kill_9_of_the_parent_stops_the_robot_and_the_child_exits_by_itself(run)
     procs = r.descendants()
     t0 = time.monotonic()
     r.proc.send_signal(signal.SIGKILL)
-    assert not _wait_exited([child], 10), "the control process outlived its parent"
+    assert not wait_exited([child], 10), "the control process outlived its parent"
     took = time.monotonic() - t0
     # It stops the robot at its next tick and exits (measured: about 40 ms); generous here.
     assert took < 1.0, f"the control process outlived its parent by {took:.2f} s"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from mcap.reader import make_reader
 from typer.testing import CliRunner
 from websockets.sync.client import connect
 
+from rtvla.bench.exits import PtyRun
 from rtvla.cli.main import app
 from rtvla.record import summarize_mcap
 from rtvla.runtime.main_job import EXIT_FAILED, EXIT_INTERRUPTED
@@ -154,57 +154,9 @@ def test_no_record_writes_neither_file_and_a_second_run_appends_to_the_dataset(d
     assert _video_frames(video)[1] == table.num_rows
 
 
-class _PtyRun:
-    """``rtvla run`` in its own session on a pseudo-terminal, as a shell starts it."""
-
-    def __init__(self, cwd: Path, *extra: str) -> None:
-        self.out = cwd / "run"
-        self.master, slave = pty.openpty()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtvla.cli", "run", "--no-dashboard", "--out", str(self.out), *extra],
-            stdin=slave, stdout=slave, stderr=slave, env=ENV, cwd=cwd, start_new_session=True)
-        os.close(slave)
-        self.output = b""
-
-    def drain(self) -> str:
-        import select
-
-        while select.select([self.master], [], [], 0)[0]:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            self.output += data
-        return re.sub(r"\x1b\[[0-9;]*m", "", self.output.decode(errors="replace"))  # rich's colours
-
-    def wait_for(self, what: str, cond, timeout: float = 120.0) -> object:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            text = self.drain()
-            assert self.proc.poll() is None, f"exited while waiting for {what}:\n{text}"
-            got = cond(text)
-            if got:
-                return got
-            time.sleep(0.1)
-        pytest.fail(f"no {what} within {timeout} s:\n{self.drain()}")
-
-    def wait_exit(self, timeout: float) -> float:
-        t0 = time.monotonic()
-        while self.proc.poll() is None:
-            self.drain()
-            if time.monotonic() - t0 > timeout:
-                pytest.fail(f"rtvla run did not exit within {timeout} s:\n{self.drain()}")
-            time.sleep(0.02)
-        self.drain()
-        return time.monotonic() - t0
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        os.close(self.master)
+def _PtyRun(cwd, *extra: str) -> PtyRun:
+    """``rtvla run`` on a pseudo-terminal; a run that misbehaves fails the test."""
+    return PtyRun(cwd, *extra, on_error=pytest.fail)
 
 
 def test_ctrl_c_mid_run_leaves_an_indexed_record_and_a_report_and_the_live_view_served(tmp_path) -> None:
