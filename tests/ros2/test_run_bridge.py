@@ -149,7 +149,8 @@ def test_cmd_vel_applies_when_idle_is_ignored_during_a_task_and_refused_once_sto
 
     stack.set_status("succeeded")
     report = bridge.stop()
-    assert report["cmd_vel"]["applied"] == 1 and report["cmd_vel"]["ignored_during_task"] == 3
+    assert report["cmd_vel"] == {"applied": 1, "ignored_during_task": 3, "refused_stopping": 0, "received": 4,
+                                 "rejected": 0, "decode_errors": 0}
     assert report["stop_s"] < 3.0
     assert ("ros2", "stopped") in [(e.component, e.kind) for e in stack.recorder.events]
     bridge._on_cmd_vel(SimpleNamespace(setpoint_fields=lambda: {}, base_vel=np.zeros(3)))

@@ -158,6 +158,7 @@ class RunBridge:
         self.clock = clock
         self.session: Any = None
         self.bridge: Any = None
+        self._cmd_sub: Any = None  # the cmd_vel subscription, kept for its counters after stop
         self.instructions: queue.Queue[str] = queue.Queue()
         self.received_instructions: list[str] = []
         self.cmd_vel_applied = 0
@@ -204,6 +205,7 @@ class RunBridge:
             self.session.close()
             self.session = None
             raise
+        self._cmd_sub = self.bridge.cmd_vel
         self._accepting = True
         self._worker.start()
         self.stack.recorder.event(
@@ -259,7 +261,7 @@ class RunBridge:
     def report(self) -> dict[str, Any]:
         """The ``ros2`` section of report.json."""
         s = self.settings
-        sub = self.bridge.cmd_vel if self.bridge is not None else None
+        sub = self._cmd_sub
         pending: list[str] = []
         while True:  # the queue is drained into the report only once the bridge is closed
             try:
