@@ -78,6 +78,23 @@ def test_joint_state_cdr_is_pinned_and_round_trips(types: MessageTypes) -> None:
     np.testing.assert_array_equal(back.position, [0.5, -1.0])
 
 
+def test_image_cdr_is_pinned(types: MessageTypes) -> None:
+    msg = types.make("sensor_msgs/msg/Image", header=types.header(0, "cam"), height=1, width=2, encoding="rgb8",
+                     is_bigendian=0, step=6, data=np.arange(1, 7, dtype=np.uint8))
+    raw = types.serialize(msg, "sensor_msgs/msg/Image")
+    assert raw.hex() == (
+        "00010000"  # encapsulation CDR_LE
+        "00000000" "00000000"  # stamp
+        "04000000" "63616d00"  # frame_id "cam"
+        "01000000" "02000000"  # height, width
+        "05000000" "7267623800"  # encoding "rgb8"
+        "00" "0000"  # is_bigendian, then padding to align step
+        "06000000"  # step
+        "06000000" "010203040506")  # data: uint8 sequence
+    back = types.deserialize(raw, "sensor_msgs/msg/Image")
+    assert (back.height, back.width, back.encoding, back.step) == (1, 2, "rgb8", 6)
+
+
 def test_image_round_trips(types: MessageTypes) -> None:
     frame = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
     msg = types.make("sensor_msgs/msg/Image", header=types.header(0, "cam"), height=4, width=6, encoding="rgb8",
