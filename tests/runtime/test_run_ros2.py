@@ -274,3 +274,22 @@ def test_config_check_validates_the_ros2_and_record_tables(tmp_path: Path) -> No
                              '[ros2]\nenabled = true\n')
     assert clash.exit_code != 0
     assert "ros2.namespace" in " ".join(clash.output.split()), clash.output
+
+
+def test_a_bridge_that_cannot_start_is_an_event_and_the_run_goes_on(tmp_path: Path) -> None:
+    port = free_port()
+    blocker = zenoh.open(zenoh_config(listen=[f"tcp/127.0.0.1:{port}"]))  # holds the bridge's port
+    try:
+        cfg = parse_config({"ros2": {"enabled": True, "listen": [f"tcp/127.0.0.1:{port}"], "connect": []},
+                            "runtime": {"linger_s": 0.0}})
+        started: list[Any] = []
+        outcome = run_task(cfg, RunOptions(task="say hello", out_dir=tmp_path / "run", dashboard=False,
+                                           record=False), on_bridge=started.append)
+    finally:
+        blocker.close()
+    report = outcome.report
+    assert report["task"]["success"] is True, outcome.reason
+    assert not started
+    assert report["ros2"]["started"] is False
+    assert "cannot open a Zenoh session" in report["ros2"]["error"]
+    assert any(e["component"] == "ros2" and e["kind"] == "failed" for e in report["degradations"])
