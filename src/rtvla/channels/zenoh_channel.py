@@ -5,8 +5,10 @@ expression and subscribes to it. Peers connect only to the endpoints they are gi
 multicast and gossip scouting are off unless asked for, so a robot on a shared network does
 not discover, or get discovered by, anything it was not configured to talk to.
 
-Values are numpy arrays (any plain-data dtype and shape), ``bytes``, or JSON-serializable
-objects (dicts of detections, plans). Each message carries the publisher's sequence number
+Values are numpy arrays (any plain-data dtype and shape), ``bytes``, JSON-serializable
+objects (dicts of detections, plans), or dicts and lists that hold numpy arrays among plain
+values (a frame: ``{"image": uint8 HxWx3, "depth": float32 HxW, "stamp_ns": ...}``): the
+arrays travel as raw bytes beside the JSON, never pickled. Each message carries the publisher's sequence number
 and monotonic stamp; the stamp is comparable to the receiver's clock only on one machine.
 On the reading side ``seq`` counts the samples this handle holds (its own publishes and the
 ones received), so ``wait_newer`` works whatever the publisher; ``missed`` counts publisher
@@ -28,7 +30,7 @@ import logging
 import re
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,13 +39,14 @@ from rtvla.channels.base import Sample
 from rtvla.errors import ChannelClosed, ChannelError
 from rtvla.timing import MONOTONIC, Clock
 
-__all__ = ["ZenohChannel", "zenoh_config"]
+__all__ = ["TLS_KEYS", "ZenohChannel", "check_endpoints", "zenoh_config"]
 
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"RTV1"
 _HEADER = struct.Struct("<4sBQqI")  # magic, kind, publisher seq, stamp_ns, meta length
-_KIND_BYTES, _KIND_ARRAY, _KIND_JSON = 0, 1, 2
+_KIND_BYTES, _KIND_ARRAY, _KIND_JSON, _KIND_TREE = 0, 1, 2, 3
+_ND = "__nd__"  # in a tree's JSON: {"__nd__": i} stands for its i-th array
 _ENDPOINT = re.compile(r"^[a-z][a-z0-9+-]*/\S+$")
 _MODES = ("peer", "client")
 _WARN_EVERY = 1000  # decode errors: one warning, then one per this many
@@ -57,7 +60,8 @@ def _zenoh() -> Any:
     return zenoh
 
 
-def _check_endpoints(field: str, endpoints: Sequence[str]) -> list[str]:
+def check_endpoints(field: str, endpoints: Sequence[str]) -> list[str]:
+    """``endpoints`` if each looks like ``proto/address`` (``tcp/127.0.0.1:7447``); else ChannelError."""
     if isinstance(endpoints, str):
         raise ChannelError(f"zenoh {field} must be a list of endpoints, got the string {endpoints!r}")
     out = []
@@ -68,13 +72,26 @@ def _check_endpoints(field: str, endpoints: Sequence[str]) -> list[str]:
     return out
 
 
+#: ``tls`` options of :func:`zenoh_config`: zenoh's ``transport/link/tls`` settings.
+TLS_KEYS = ("root_ca_certificate", "listen_certificate", "listen_private_key", "connect_certificate",
+            "connect_private_key", "enable_mtls", "verify_name_on_connect")
+
+
 def zenoh_config(*, mode: str = "peer", listen: Sequence[str] = (), connect: Sequence[str] = (),
-                 multicast_scouting: bool = False, gossip_scouting: bool = False) -> Any:
-    """A ``zenoh.Config`` that talks only to ``connect`` and accepts on ``listen``."""
+                 multicast_scouting: bool = False, gossip_scouting: bool = False,
+                 tls: Mapping[str, Any] | None = None) -> Any:
+    """A ``zenoh.Config`` that talks only to ``connect`` and accepts on ``listen``.
+
+    TLS: use ``tls/<host>:<port>`` endpoints and give ``tls`` (file paths of PEM files)::
+
+        zenoh_config(listen=["tls/0.0.0.0:7447"],
+                     tls={"listen_certificate": "robot.pem", "listen_private_key": "robot.key",
+                          "root_ca_certificate": "ca.pem", "enable_mtls": True})
+    """
     if mode not in _MODES:
         raise ChannelError(f"zenoh mode must be one of {_MODES}, got {mode!r}")
-    listen_l = _check_endpoints("listen", listen)
-    connect_l = _check_endpoints("connect", connect)
+    listen_l = check_endpoints("listen", listen)
+    connect_l = check_endpoints("connect", connect)
     zenoh = _zenoh()
     conf = zenoh.Config()
     conf.insert_json5("mode", json.dumps(mode))
@@ -82,10 +99,65 @@ def zenoh_config(*, mode: str = "peer", listen: Sequence[str] = (), connect: Seq
     conf.insert_json5("connect/endpoints", json.dumps(connect_l))
     conf.insert_json5("scouting/multicast/enabled", json.dumps(bool(multicast_scouting)))
     conf.insert_json5("scouting/gossip/enabled", json.dumps(bool(gossip_scouting)))
+    for key, value in dict(tls or {}).items():
+        if key not in TLS_KEYS:
+            raise ChannelError(f"zenoh tls.{key}: unknown option; known: {', '.join(TLS_KEYS)}")
+        conf.insert_json5(f"transport/link/tls/{key}", json.dumps(value))
     return conf
 
 
+def _array_meta(value: np.ndarray) -> dict[str, Any]:
+    if value.dtype.hasobject:
+        raise ChannelError(f"cannot send an array of dtype {value.dtype} (holds Python objects)")
+    return {"descr": np.lib.format.dtype_to_descr(value.dtype), "shape": list(value.shape)}
+
+
+def _lift(value: Any, arrays: list[np.ndarray]) -> Any:
+    """``value`` with every array replaced by a placeholder (appended to ``arrays``) and numpy
+    scalars made plain, so that the rest is JSON."""
+    if isinstance(value, np.ndarray):
+        _array_meta(value)
+        arrays.append(np.ascontiguousarray(value))
+        return {_ND: len(arrays) - 1}
+    if isinstance(value, dict):
+        if _ND in value:
+            raise ChannelError(f"cannot send a dict with the reserved key {_ND!r}")
+        return {k: _lift(v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lift(v, arrays) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _lower(value: Any, arrays: list[np.ndarray]) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and _ND in value:
+            return arrays[int(value[_ND])]
+        return {k: _lower(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lower(v, arrays) for v in value]
+    return value
+
+
+def _encode_tree(tree: Any, arrays: list[np.ndarray], seq: int, stamp_ns: int) -> bytes:
+    try:
+        body_json = json.dumps(tree, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ChannelError(f"ZenohChannel sends numpy arrays, bytes or JSON-serializable values; "
+                           f"cannot send {type(tree).__name__}: {exc}") from exc
+    meta = json.dumps([_array_meta(a) for a in arrays]).encode()
+    return b"".join([_HEADER.pack(_MAGIC, _KIND_TREE, seq, stamp_ns, len(meta)), meta,
+                     *(a.tobytes() for a in arrays), body_json])
+
+
 def _encode(value: Any, seq: int, stamp_ns: int) -> bytes:
+    if isinstance(value, (dict, list, tuple)):
+        arrays: list[np.ndarray] = []
+        tree = _lift(value, arrays)
+        if arrays:
+            return _encode_tree(tree, arrays, seq, stamp_ns)
+        value = tree
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
             raise ChannelError(f"cannot send an array of dtype {value.dtype} (holds Python objects)")
@@ -125,6 +197,18 @@ def _decode(data: bytes) -> tuple[Any, int, int]:
         value = data[start:]
     elif kind == _KIND_JSON:
         value = json.loads(data[start:])
+    elif kind == _KIND_TREE:
+        arrays = []
+        offset = start
+        for m in json.loads(data[_HEADER.size:start]):
+            dtype = np.lib.format.descr_to_dtype(m["descr"])
+            shape = tuple(int(d) for d in m["shape"])
+            count = int(np.prod(shape, dtype=np.int64))
+            if offset + count * dtype.itemsize > len(data):
+                raise ValueError(f"tree payload of {len(data)} B is cut short inside its arrays")
+            arrays.append(np.frombuffer(data, dtype, count, offset).reshape(shape))  # read-only
+            offset += count * dtype.itemsize
+        value = _lower(json.loads(data[offset:]), arrays)
     else:
         raise ValueError(f"unknown payload kind {kind}")
     return value, seq, stamp

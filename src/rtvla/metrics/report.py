@@ -17,7 +17,7 @@ from rich.table import Table
 
 from rtvla.metrics.recorder import Recorder
 
-__all__ = ["budget_status", "build_report", "json_safe", "render_table"]
+__all__ = ["budget_status", "build_report", "json_safe", "merge_remote", "render_table"]
 
 
 def json_safe(value: Any, *, redact: re.Pattern[str] | None = None) -> Any:
@@ -81,6 +81,26 @@ def build_report(recorder: Recorder, *, check: bool = True) -> dict[str, Any]:
     )
 
 
+def merge_remote(report: dict[str, Any], remote: dict[str, Any] | None) -> dict[str, Any]:
+    """Add the ``remote`` section (a stack's ``remote_report()``) to ``report`` and mark the
+    rows of parts that ran on other hosts: ``row["remote"] = {host, pid, clock, node}``, where
+    ``node`` is the part's own row as its node measured it (latency, rate, CPU, memory).
+
+    Usage: ``merge_remote(report, stack.remote_report())`` before writing ``report.json``.
+    """
+    if not remote:
+        return report
+    report["remote"] = json_safe(remote)
+    for part, info in remote.get("parts", {}).items():
+        row = report.get("components", {}).get(part)
+        if row is None:
+            continue
+        node_rows = (info.get("node") or {}).get("components") or {}
+        row["remote"] = json_safe({"host": info.get("host"), "pid": info.get("pid"), "clock": info.get("clock"),
+                                   "alive": info.get("alive"), "node": node_rows.get(part)})
+    return report
+
+
 def _fmt(value: Any, spec: str = ".2f", unit: str = "") -> str:
     if value is None:
         return "-"
@@ -108,6 +128,8 @@ def render_table(report: dict[str, Any], *, title: str = "rtvla budgets") -> Tab
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for name, row in sorted(report.get("components", {}).items()):
         b = row["budget"]
+        if row.get("remote"):
+            name = f"{name} @ {row['remote'].get('host') or '?'}"
         lat = row.get("latency_ms") or {}
         target = b.get("rate_hz") or b.get("min_throughput_hz")
         rate = f"{_fmt(row.get('achieved_hz'), '.1f')} ({_fmt(target, 'g')})"

@@ -51,6 +51,12 @@ from rtvla.perception import PerceptionConfig, VisionPipeline
 from rtvla.resources import PsutilSampler, ResourceAllocator, ResourcesConfig, SystemMonitor
 from rtvla.robots.embodiment import Embodiment
 from rtvla.runtime.admission import admit, cgroup_limits, cgroup_release, pin_current_thread
+from rtvla.runtime.remote_parts import (
+    RemoteCameraSource,
+    RemoteLink,
+    RemotePerception,
+    RemoteSettings,
+)
 from rtvla.runtime.remote_robot import ProcessSetpoints, RemoteRobot
 from rtvla.runtime.settings import RuntimeSettings, validate_sections
 from rtvla.runtime.supervisor import Supervisor
@@ -66,7 +72,7 @@ from rtvla.runtime.wiring import (
     scene_info,
 )
 
-__all__ = ["Stack"]
+__all__ = ["Stack", "camera_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +124,8 @@ def _pin_control(settings: ControlSettings, table: dict[str, Any]) -> ControlSet
     return settings.model_copy(update=update)
 
 
-def _pipeline(cfg: Config, emb: Embodiment, cam: OpenedCamera, recorder: Recorder, *,
-              primary: bool, detectors: list[Any] | None = None) -> VisionPipeline:
+def camera_pipeline(cfg: Config, emb: Embodiment, cam: OpenedCamera, recorder: Recorder, *,
+                    primary: bool, detectors: list[Any] | None = None) -> VisionPipeline:
     """A latest-frame pipeline for one camera: measured as ``perception`` (the first) or
     ``perception.<camera>`` (sub-components inherit perception's budget)."""
     ptable = cfg.section("perception")
@@ -155,11 +161,38 @@ def _default_ladder(pipeline: VisionPipeline, planner: PlanningService) -> list[
     """Quality levels that shed CPU without touching any loop's rate: perception input
     resolution first (the largest cost), then a lighter LLM when one is configured. Frame
     skipping is left out: it would drop perception below its 30 Hz budget."""
-    levels: list[dict[str, Any]] = [{"perception.resolution": r}
-                                    for r in pipeline.knobs["resolution"].values[1:]]
+    levels: list[dict[str, Any]] = []
+    if "resolution" in pipeline.knobs:  # a remote perception node turns its own knobs
+        levels = [{"perception.resolution": r} for r in pipeline.knobs["resolution"].values[1:]]
     if "model" in planner.knobs and len(planner.knobs["model"].values) > 1:
         levels.append({"llm.model": planner.knobs["model"].values[1]})
     return levels
+
+
+def _remote_link(cfg: Config, recorder: Recorder, emb: Embodiment, *, in_process: bool) -> RemoteLink | None:
+    """The link to ``[remote.<part>]`` parts (None without any), with the robot's telemetry
+    for the nodes' cameras when the plug-in mirrors one."""
+    settings = RemoteSettings.from_section(cfg.section("remote"))
+    if not settings.parts:
+        return None
+    tel = emb.telemetry
+    telemetry: Callable[[], np.ndarray | None] | None = None
+    if tel is not None and in_process:
+        telemetry = tel.latest  # what the control process mirrors
+    elif tel is not None:
+        buf = np.zeros(tel.size)
+
+        def telemetry() -> np.ndarray:
+            tel.write(emb.robot, buf)  # the robot runs in this process
+            return buf.copy()
+    return RemoteLink(settings, recorder, robot=emb.name, telemetry=telemetry)
+
+
+def _remote_camera(link: RemoteLink, local: OpenedCamera) -> OpenedCamera:
+    """The first camera, its frames from `rtvla node camera` (with each frame's pose)."""
+    name = link.settings.parts["camera"].camera or local.name
+    src = RemoteCameraSource(link, link.keys.camera(name))
+    return OpenedCamera(local.name, src, src.pose, local.intrinsics, True, local.rate_hz)
 
 
 @dataclass
@@ -195,6 +228,7 @@ class Stack:
     admission: dict[str, Any] = field(default_factory=dict)
     cgroups: dict[str, Any] = field(default_factory=dict)
     llm: LLMSettings | None = None
+    remote: RemoteLink | None = None  # parts served by `rtvla node` ([remote.<part>])
     _started: list[str] = field(default_factory=list)
     _old_switch: float | None = None
     _orig_affinity: list[int] | None = None
@@ -260,11 +294,21 @@ class Stack:
             cams = open_cameras(camera_specs(cfg, emb), emb)
             if not cams:
                 raise RuntimeStackError(f"robot {emb.name!r} carries no camera and [[cameras]] names none")
-            pipelines = [_pipeline(cfg, emb, cam, recorder, primary=i == 0, detectors=detectors)
-                         for i, cam in enumerate(cams)]
-            pipeline = pipelines[0]
+            remote = _remote_link(cfg, recorder, emb, in_process=process is not None)
+            remote_perception = None
+            if remote is not None and "camera" in remote.parts:
+                cams[0] = _remote_camera(remote, cams[0])
+            pipelines: list[Any] = [camera_pipeline(cfg, emb, cam, recorder, primary=i == 0, detectors=detectors)
+                                    for i, cam in enumerate(cams) if i or remote is None
+                                    or "perception" not in remote.parts]
             primary = cams[0]
-            if primary.pose_fn is None:
+            if remote is not None and "perception" in remote.parts:
+                # The first camera and its pipeline run in `rtvla node perception`.
+                remote_perception = RemotePerception(remote, recorder)
+                pipelines.insert(0, remote_perception)
+                cams = cams[1:]
+            pipeline = pipelines[0]
+            if remote_perception is None and primary.pose_fn is None:
                 raise RuntimeStackError(f"camera {primary.name!r}: the first camera must be one the robot "
                                         "carries (its pose places detections in the world)")
             navigator = None
@@ -273,7 +317,8 @@ class Stack:
                                       places={n: pl.pose for n, pl in emb.world.places.items()},
                                       config=NavigatorConfig.from_section(cfg.section("navigation")),
                                       budget=cfg.budget("navigation"))
-            world = WorldModel(pipeline.channel, primary.pose_fn, labels=labels_for_scene(emb.world))
+            world = WorldModel(pipeline.channel, remote_perception.pose if remote_perception is not None
+                               else primary.pose_fn, labels=labels_for_scene(emb.world))
             ctx = SkillContext(
                 read_state=robot.read_state, setpoints=SetpointWriter(setpoints), navigator=navigator,
                 kinematics=emb.kinematics, world=world, scene=scene_info(emb.world),
@@ -291,7 +336,8 @@ class Stack:
             acfg = AdaptConfig.from_section(cfg.section("adapt"))
             if acfg.levels is None:
                 acfg = acfg.model_copy(update={"levels": _default_ladder(pipeline, planner)})
-            optimizer = (AdaptiveOptimizer.from_config(acfg, [pipeline, planner], recorder, monitor)
+            tunable = [planner] if remote_perception is not None else [pipeline, planner]
+            optimizer = (AdaptiveOptimizer.from_config(acfg, tunable, recorder, monitor)
                          if acfg.enabled else None)
         except BaseException:
             emb.close()
@@ -302,6 +348,9 @@ class Stack:
                     supervisor, stop, stack_progress)
         stack.resources_cfg = rcfg
         stack.llm = llm
+        stack.remote = remote
+        if remote is not None:
+            remote.on_critical_failure = stack._critical_failure
         if placement_note is not None:
             recorder.event("control", "placement", placement_note)
             logger.warning("%s", placement_note)
@@ -425,6 +474,8 @@ class Stack:
         hook = self.optimizer.handle_preemption if self.optimizer is not None else None
         parts = {"control": None, "perception": self.pipeline, "navigation": self.navigator,
                  "llm": self.planner}
+        if isinstance(self.pipeline, RemotePerception):
+            del parts["perception"]  # it runs, and is admitted, on its node's host
         requests = {name: (rcfg.request_for(name, self.cfg.budget(name)), comp)
                     for name, comp in parts.items()}
         self.admission = admit(self.allocator, requests, strict=rcfg.strict, recorder=self.recorder,
@@ -497,6 +548,9 @@ class Stack:
         self.planner.open()
         self._old_switch = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        if self.remote is not None:
+            self._started.append("remote")  # before starting: a half-started link is closed on stop
+            self.remote.start()
         self._started.append("camera")  # before opening: a half-opened set is closed on stop
         for cam in self.cameras:
             try:
@@ -510,7 +564,9 @@ class Stack:
             sup.add("control", self._unit(self.control), critical=True, on_fault=self._stop_robot,
                     stop=self.control.stop)
         for pipe in self.pipelines:
-            sup.add(pipe.name, self._unit(pipe), critical=True, stop=pipe.stop)
+            # A remote part's relay thread is not the part: its CPU comes from the node.
+            sup.add(pipe.name, self._unit(pipe, register=not isinstance(pipe, RemotePerception)),
+                    critical=True, stop=pipe.stop)
         if self.navigator is not None:
             sup.add("navigation", self._unit(self.navigator), critical=True, on_fault=self._stop_robot,
                     stop=self.navigator.stop)
@@ -526,6 +582,11 @@ class Stack:
                 raise RuntimeStackError(f"{pipe.name} published nothing within {timeout:g} s "
                                         "(its camera delivered no frame)")
         if self.pipeline.channel.wait_newer(0, timeout=timeout) is None:
+            if self.remote is not None and self.remote.parts.keys() & {"perception", "camera"}:
+                part = "perception" if "perception" in self.remote.parts else "camera"
+                raise RuntimeStackError(
+                    f"perception published nothing within {timeout:g} s: is `rtvla node {part}` running "
+                    f"and reachable at {self.remote.parts[part].settings.endpoint or self.remote.settings.connect}?")
             raise RuntimeStackError(f"perception published nothing within {timeout:g} s")
 
     def _start_control_process(self, timeout: float) -> None:
@@ -566,6 +627,10 @@ class Stack:
             except Exception as exc:
                 logger.warning("camera %s close failed: %s", cam.name, exc)
 
+    def remote_report(self) -> dict[str, Any] | None:
+        """The report's ``remote`` section (None without remote parts)."""
+        return None if self.remote is None else self.remote.report()
+
     def control_stats(self) -> dict[str, Any]:
         """The control loop's figures (from the control process once it has stopped)."""
         if self.control_in_process:
@@ -601,6 +666,8 @@ class Stack:
             stuck = timed("supervisor", self.supervisor.stop)
         if "camera" in self._started:
             timed("camera", self._close_cameras)
+        if "remote" in self._started and self.remote is not None:
+            timed("remote", self.remote.stop)
         timed("planner", self.planner.close)
         if "control_process" in self._started:
             proc = self.control
