@@ -117,3 +117,61 @@ def test_bench_adapt_names_a_bad_config_field(tmp_path):
     res = CliRunner().invoke(app, ["bench", "adapt", "--load-s", "1", "--config", str(cfg)])
     assert res.exit_code == 2
     assert "adapt.hold_down_s" in res.output
+
+
+def test_cpu_load_burns_cpu_and_leaves_no_process():
+    import threading
+
+    from rtvla.bench.adapt import CpuLoad
+
+    with CpuLoad(1) as load:
+        proc = psutil.Process(load.pids[0])
+        # Wait until the burner has used some CPU (bounded), never a bare sleep.
+        waited = threading.Event()
+        for _ in range(100):
+            t = proc.cpu_times()
+            if t.user + t.system > 0.05:
+                break
+            waited.wait(0.05)
+    assert load.cpu_s > 0.05
+    assert not psutil.pid_exists(load.pids[0]) or proc.status() == psutil.STATUS_ZOMBIE
+
+
+def test_bad_arguments_name_the_field():
+    from rtvla.bench.adapt import CpuLoad, bench_adapt
+    from rtvla.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="procs must be an integer >= 1"):
+        CpuLoad(0)
+    with pytest.raises(ConfigError, match="modes must be"):
+        bench_adapt(modes=("sometimes",))
+    with pytest.raises(ConfigError, match="load_s must be > 0"):
+        bench_adapt(load_s=0)
+
+
+def test_threads_cpu_ns_counts_the_named_threads_only():
+    import threading
+
+    from rtvla.bench.adapt import threads_cpu_ns
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    t = threading.Thread(target=spin, name="adapt-spin-test")
+    before = threads_cpu_ns(("adapt-spin-test",))
+    t.start()
+    try:
+        spun = threading.Event()
+        for _ in range(100):  # until the spinning thread has used 20 ms of CPU (bounded)
+            if threads_cpu_ns(("adapt-spin-test",)) - before > 20_000_000:
+                break
+            spun.wait(0.05)
+        assert threads_cpu_ns(("adapt-spin-test",)) - before > 20_000_000
+        assert threads_cpu_ns(("no-such-thread",)) == 0
+    finally:
+        stop.set()
+        t.join()

@@ -21,7 +21,10 @@ Whether the quality levels cut real cost is measured too (:func:`knob_costs`): o
 stack, after its run, the optimizer is stopped and each level is applied in turn; for each,
 the CPU time of one :meth:`VisionPipeline.process` call (resize and detection, the CPU clock
 of the calling thread) and the CPU the camera spends rendering one frame (the render thread
-and the software rasterizer's worker threads, from ``/proc/self/task/*/schedstat``).
+and the software rasterizer's worker threads, from ``/proc/self/task/*/schedstat``). For
+the simulated camera, :func:`render_cost_at` then measures what rendering would cost at each
+level's resolution: the camera renders at one fixed size whatever the level, so only the
+processing shrinks with the knob unless the camera follows it.
 
 Goals (issue 9): with adaptation on, 0 control misses, recovery within 5 s, perception above
 its minimum rate during the load.
@@ -111,14 +114,19 @@ class CpuLoad:
 
 def threads_cpu_ns(prefixes: Iterable[str], task_dir: str = "/proc/self/task") -> int:
     """CPU nanoseconds used so far by this process's threads whose name starts with one of
-    ``prefixes`` (the kernel's ``schedstat`` run time, all threads' CPU on every core)."""
+    ``prefixes`` (the kernel's ``schedstat`` run time). A Python thread is matched by its
+    ``threading`` name (the kernel only knows it as the process's name), any other thread (a
+    native library's, such as Mesa's ``llvmpipe-N``) by its kernel name."""
     wanted = tuple(prefixes)
+    py_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
     total = 0
     for tid in os.listdir(task_dir):
         try:
-            with open(f"{task_dir}/{tid}/comm", encoding="utf-8") as f:
-                comm = f.read().strip()
-            if not comm.startswith(wanted):
+            name = py_names.get(int(tid))
+            if name is None:
+                with open(f"{task_dir}/{tid}/comm", encoding="utf-8") as f:
+                    name = f.read().strip()
+            if not name.startswith(wanted):
                 continue
             with open(f"{task_dir}/{tid}/schedstat", encoding="utf-8") as f:
                 total += int(f.read().split()[0])
@@ -145,8 +153,7 @@ def knob_costs(stack: Any, ladder: Any, *, frames: int = 30, min_s: float = 1.0)
     pipe = stack.pipeline
     cam = stack.cameras[0].source
     wait_newer = getattr(cam, "wait_newer", None)
-    # The kernel keeps 15 characters of a thread's name.
-    render_threads = (*RENDER_THREADS, f"{getattr(cam, 'name', 'camera')}-render"[:15])
+    render_threads = (*RENDER_THREADS, f"{getattr(cam, 'name', 'camera')}-render")
     out: list[dict[str, Any]] = []
     for level in ladder.levels:
         ladder.apply(level.index)
@@ -193,7 +200,7 @@ def render_cost_at(sizes: Iterable[tuple[int, int]], *, depth: bool = True,
     """CPU ms per frame of the simulated camera rendering the default scene at each
     ``(w, h)``: what a camera that followed the resolution knob would cost (the running
     stack's camera renders at one fixed size). Renders on demand, ``frames`` frames after
-    two warm-up ones; run it with no other camera rendering in this process."""
+    five warm-up ones; run it with no other camera rendering in this process."""
     from rtvla.robots.sim.camera import SimCamera
     from rtvla.robots.sim.scene import load_scene
 
@@ -204,9 +211,9 @@ def render_cost_at(sizes: Iterable[tuple[int, int]], *, depth: bool = True,
         cam = SimCamera(scene=scene, qpos_fn=qpos.copy, width=int(w), height=int(h), depth=depth,
                         threaded=False, name="adapt_render")
         with cam:
-            for _ in range(2):
+            for _ in range(5):  # the first frames compile llvmpipe's shaders
                 cam.read()
-            names = (*RENDER_THREADS, "adapt_render-re")
+            names = (*RENDER_THREADS, "adapt_render-render")
             c0, w0 = threads_cpu_ns(names), time.perf_counter_ns()
             for _ in range(frames):
                 cam.read()
