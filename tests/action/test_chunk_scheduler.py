@@ -102,19 +102,23 @@ def test_a_20ms_policy_covers_exactly_two_ticks_at_100hz() -> None:
 
 
 def test_elapsed_actions_are_dropped_by_ticks_consumed() -> None:
-    s, tr, clock = make(SchedulerSettings(resample="hold", crossfade_ticks=0, initial_delay_s=0.0,
-                                          margin_ticks=0))
+    s, tr, clock = make(SchedulerSettings(resample="hold", crossfade_ticks=0, margin_ticks=1000))
     s.engage(clock.now_ns())
-    first = run(s, clock, 7)  # the request goes out on tick 0; 7 ticks pass waiting
-    assert [st for st, _ in first] == [SchedStatus.WAITING] * 7
+    first = run(s, clock, 3)  # the request goes out on tick 0; 3 ticks pass waiting
+    assert [st for st, _ in first] == [SchedStatus.WAITING] * 3
     assert tr.sent[0][1] == 0
     tr.answer(ramp(5))
     st, pos = run(s, clock, 1)[0]
+    # The robot held still for the first chunk: it runs from its first action.
+    assert st is SchedStatus.ACTION and pos[0] == pytest.approx(0.0) and s.dropped_actions == 0
+    assert tr.sent[1][1] == 3  # the next request, stamped with tick 3
+    run(s, clock, 7)  # ticks 4..10 pass while the policy thinks
+    tr.answer(ramp(5, start=1.0))
+    st, pos = run(s, clock, 1)[0]
     assert st is SchedStatus.ACTION
-    assert s.dropped_actions == 7  # ticks 0..6 were executed (held) while the policy thought
-    assert pos[0] == pytest.approx(0.03)  # tick 7 -> resampled index 7 -> action 3
-    rest = run(s, clock, 2)
-    assert [p[0] for _, p in rest] == pytest.approx([0.04, 0.04])
+    assert s.dropped_actions == 8  # ticks 3..10 were executed before the chunk came
+    assert pos[0] == pytest.approx(1.04)  # tick 11 -> resampled index 8 -> action 4
+    assert run(s, clock, 1)[0][1][0] == pytest.approx(1.04)
 
 
 def test_sync_mode_waits_and_runs_the_chunk_from_its_start() -> None:
@@ -139,9 +143,10 @@ def test_trigger_covers_the_measured_delay_plus_margin() -> None:
     while len(tr.sent) == 1:
         run(s, clock, 1)
     assert s.delay_ticks == 4
-    # asked at tick t with remaining = 100 - t ticks <= delay 4 + margin 2
+    # The first chunk came at tick 4 and runs from its first action: the queue ends at tick
+    # 104; asked at tick t when 104 - t <= delay 4 + margin 2.
     _, tick, _, _ = tr.sent[1]
-    assert tick == 100 - 6
+    assert tick == 104 - 6
 
 
 def test_window_violation_warns(caplog: pytest.LogCaptureFixture) -> None:

@@ -9,7 +9,8 @@ and returns a :class:`SchedStatus` with the tick's target in preallocated arrays
 missed control slot is not a tick). A request is stamped with ``t`` and a monotonic time;
 its chunk's action 0 belongs to tick ``t``. When the chunk arrives at tick ``t'``, the
 ``t' - t`` resampled actions whose ticks have passed are dropped: counted, never estimated
-from a latency. A policy at 10/15/30/50 Hz is resampled to the control rate (``hold``: each
+from a latency. The first chunk after engaging is the exception: the robot held still while
+waiting for it, so it runs from its first action. A policy at 10/15/30/50 Hz is resampled to the control rate (``hold``: each
 action for ``control_hz / policy_hz`` ticks; ``linear``: interpolated), so a 50 Hz action
 covers exactly 2 ticks at 100 Hz.
 
@@ -338,6 +339,7 @@ class ChunkScheduler:
         self._tail = 0  # one past the last tick holding an action
         self.engaged = False
         self._engaged_ns = 0
+        self._engaged_chunks = 0
         self._got_first = False
         self._in_flight: tuple[int, int, int] | None = None  # (request id, tick, stamp)
         self._last_chunk: tuple[np.ndarray, int] | None = None  # raw actions, start tick
@@ -349,6 +351,8 @@ class ChunkScheduler:
         self._delays = np.zeros(s.delay_window, dtype=np.int64)
         self._delays_s = np.zeros(s.delay_window)
         self._n_delays = 0
+        self._delay_ticks = 0
+        self._update_delay()
         self._last_warn_ns = -_WARN_EVERY_NS
         self.jumps = np.zeros(_JUMP_RING)
         # statistics
@@ -377,6 +381,7 @@ class ChunkScheduler:
         self.engaged = True
         self._engaged_ns = self.clock.now_ns() if now_ns is None else now_ns
         self._got_first = False
+        self._engaged_chunks = 0
         self._starve_run = 0
         self._clear_buffer()
         self._have_last = False
@@ -402,11 +407,16 @@ class ChunkScheduler:
 
     @property
     def delay_ticks(self) -> int:
-        """The delay the trigger must cover: the quantile of recent delays, in ticks."""
+        """The delay the trigger must cover: the quantile of recent delays, in ticks (updated
+        when a chunk arrives, not every tick)."""
+        return self._delay_ticks
+
+    def _update_delay(self) -> None:
         n = min(self._n_delays, len(self._delays))
         if n == 0:
-            return int(math.ceil(self.settings.initial_delay_s * self.control_hz))
-        return int(math.ceil(np.quantile(self._delays[:n], self.settings.delay_quantile)))
+            self._delay_ticks = int(math.ceil(self.settings.initial_delay_s * self.control_hz))
+        else:
+            self._delay_ticks = int(math.ceil(np.quantile(self._delays[:n], self.settings.delay_quantile)))
 
     @property
     def remaining(self) -> int:
@@ -511,7 +521,8 @@ class ChunkScheduler:
         self._in_flight = (int(rid), t, now_ns)
         prev = self._prev_request_tick
         self._prev_request_tick = t
-        if prev is not None and self._n_delays and self.settings.mode == "rtvla":
+        # The first interval after engaging includes the wait for the first chunk: not s.
+        if prev is not None and self._engaged_chunks >= 2 and self.settings.mode == "rtvla":
             self._check_window(t - prev, now_ns)
 
     def _leftover(self, t: int) -> np.ndarray | None:
@@ -557,6 +568,7 @@ class ChunkScheduler:
         self._delays[i] = delay
         self._delays_s[i] = (now_ns - chunk.request_ns) / 1e9
         self._n_delays += 1
+        self._update_delay()
         if self.recorder is not None:
             self.recorder.observe(self.name, "inference_delay", max(0.0, (now_ns - chunk.request_ns) / 1e9))
         actions = chunk.actions
@@ -568,12 +580,14 @@ class ChunkScheduler:
             grip = grip[:, 0]
         else:
             grip = np.zeros(len(pos))
-        # sync (the ActionChunkBroker baseline) waited for this chunk: it runs from action 0.
-        start = t if self.settings.mode == "sync" else chunk.tick
+        # sync (the ActionChunkBroker baseline) waited for this chunk, and so did the robot
+        # for the first chunk after engaging: both run from action 0.
+        start = t if self.settings.mode == "sync" or not self._got_first else chunk.tick
         skip = max(0, t - start)
         self.dropped_actions += min(skip, len(pos))
         self._last_chunk = (actions, start)
         self.chunks += 1
+        self._engaged_chunks += 1
         self._got_first = True
         if skip >= len(pos):
             return
