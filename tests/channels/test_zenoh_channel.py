@@ -133,3 +133,41 @@ def test_unsendable_values_and_foreign_payloads() -> None:
         _decode(b"XXXX" + bytes(40))
     value, seq, stamp = _decode(_encode(np.eye(2, dtype=">f8"), 7, 9))
     assert (seq, stamp) == (7, 9) and value.dtype == np.dtype(">f8")
+
+
+def test_dicts_holding_arrays_cross_as_raw_bytes(peers) -> None:
+    a, b = peers
+    image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    frame = {"image": image, "depth": np.ones((4, 4), np.float32), "stamp_ns": np.int64(7),
+             "meta": [{"pose": np.eye(4)}, "head", None]}
+    a.publish(frame)
+    s = b.wait_newer(0, timeout=20.0)
+    assert s is not None
+    v = s.value
+    np.testing.assert_array_equal(v["image"], image)
+    assert v["depth"].dtype == np.float32 and v["stamp_ns"] == 7 and isinstance(v["stamp_ns"], int)
+    np.testing.assert_array_equal(v["meta"][0]["pose"], np.eye(4))
+    assert v["meta"][1:] == ["head", None]
+    assert not v["image"].flags.writeable  # a view of the payload, never copied
+
+
+def test_tree_payloads_and_their_limits() -> None:
+    value, seq, stamp = _decode(_encode({"a": [np.zeros(3, ">i2"), 1.5]}, 2, 3))
+    assert (seq, stamp) == (2, 3) and value["a"][0].dtype == np.dtype(">i2") and value["a"][1] == 1.5
+    plain, _, _ = _decode(_encode({"n": np.float32(2.5)}, 1, 1))  # numpy scalars, no arrays: JSON
+    assert plain == {"n": 2.5}
+    with pytest.raises(ChannelError, match="reserved key"):
+        _encode({"__nd__": 1}, 1, 1)
+    with pytest.raises(ChannelError, match="holds Python objects"):
+        _encode({"x": np.array([object()])}, 1, 1)
+    data = _encode({"x": np.zeros(100)}, 1, 1)
+    with pytest.raises(ValueError, match="cut short"):
+        _decode(data[:-100])
+
+
+def test_tls_options_are_checked() -> None:
+    from rtvla.channels.zenoh_channel import zenoh_config
+
+    zenoh_config(listen=["tls/127.0.0.1:7448"], tls={"root_ca_certificate": "ca.pem", "enable_mtls": True})
+    with pytest.raises(ChannelError, match="unknown option"):
+        zenoh_config(tls={"certificate": "x"})
