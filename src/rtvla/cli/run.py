@@ -93,6 +93,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 console.print(f"[cyan]live view: {capture.live_url} (port {capture.live_port}; in Foxglove: "
                               "Open connection -> Foxglove WebSocket)[/]")
 
+        def on_bridge(bridge: Any) -> None:
+            s = bridge.settings
+            console.print(f"[cyan]ROS 2 bridge: node {s.namespace.rstrip('/')}/{s.node_name}, domain "
+                          f"{s.domain_id}, {s.distro}, listen={s.listen} connect={s.connect}[/]")
+
         try:
             outcome = run_task(cfg, RunOptions(task=task, duration_s=duration, llm_url=llm_url,
                                                model=model, out_dir=out, dashboard=not no_dashboard,
@@ -100,7 +105,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                                                live=True if live or live_port is not None else None,
                                                live_port=live_port, dataset=dataset,
                                                keep_failures=keep_failures),
-                               stop_event=stop, dashboard_factory=dash, on_recording=on_recording)
+                               stop_event=stop, dashboard_factory=dash, on_recording=on_recording,
+                               on_bridge=on_bridge)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
