@@ -41,6 +41,23 @@ def test_chunks_through_shared_memory(proc, linear_onnx, linear_obs):
     assert proc.latest_chunk().request_id == rid
 
 
+def test_context_is_merged_under_each_request(proc, linear_onnx, linear_obs):
+    # The control process sends only state; images and the prompt come as context from the
+    # main process. The request's own keys win over the context's.
+    try:
+        proc.set_context({"observation/image": linear_obs["observation/image"], "prompt": "x",
+                          "observation/state": np.full(8, 9.0, np.float32)})
+        rid = proc.request({"observation/state": linear_obs["observation/state"]}, tick=7)
+        chunk = proc.wait_chunk(rid, timeout=10.0)
+        assert chunk is not None and chunk.ok, proc.stats()
+        expected = OnnxPolicy(linear_onnx).infer(linear_obs)["actions"]
+        np.testing.assert_allclose(chunk.actions, expected, rtol=1e-6)
+    finally:
+        proc.set_context({})
+    with pytest.raises(PolicyError, match="context must be a map"):
+        proc.set_context([1, 2])  # type: ignore[arg-type]
+
+
 def test_failed_inference_reported_and_process_keeps_serving(proc, linear_obs):
     bad = {**linear_obs, "observation/state": np.zeros(3, np.float32)}
     with pytest.raises(PolicyError, match=r"inference failed: PolicyError: .*shape \(3,\)"):
