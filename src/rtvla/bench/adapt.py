@@ -145,82 +145,106 @@ def _resolve_config(config: Config | str | os.PathLike[str] | None) -> Config:
     return config if isinstance(config, Config) else load_config(config)
 
 
-def knob_costs(stack: Any, ladder: Any, *, frames: int = 30, min_s: float = 1.0) -> list[dict[str, Any]]:
-    """Per quality level of ``ladder``: CPU ms of perception's processing of one frame
-    (median over ``frames`` fresh camera frames, the calling thread's CPU clock) and CPU ms
-    the camera spent rendering a frame during the same interval. The optimizer must be
-    stopped (this turns the knobs itself); the ladder is left at its last level."""
+def knob_costs(stack: Any, ladder: Any, *, frames: int = 10, rounds: int = 3) -> list[dict[str, Any]]:
+    """Per quality level of ``ladder``: CPU ms of perception's processing of one frame (the
+    calling thread's CPU clock around :meth:`VisionPipeline.process` on fresh camera
+    frames) and CPU ms the camera spent rendering a frame meanwhile. The levels take turns,
+    ``rounds`` times ``frames`` frames each, and each figure is the median over its rounds,
+    so that a neighbour's load that comes and goes does not land on one level only. The
+    optimizer must be stopped (this turns the knobs itself); the ladder is left at level 0."""
     pipe = stack.pipeline
     cam = stack.cameras[0].source
     wait_newer = getattr(cam, "wait_newer", None)
     render_threads = (*RENDER_THREADS, f"{getattr(cam, 'name', 'camera')}-render")
+    per: dict[int, dict[str, list[float]]] = {
+        lv.index: {"cpu": [], "wall": [], "render": []} for lv in ladder.levels}
+    for _ in range(rounds):
+        for level in ladder.levels:
+            ladder.apply(level.index)
+            cpu_ms: list[float] = []
+            wall_ms: list[float] = []
+            seq = -1
+            frame = None
+            t0 = time.monotonic()
+            rendered0, render0 = getattr(cam, "frames_rendered", None), threads_cpu_ns(render_threads)
+            while len(cpu_ms) < frames:
+                frame = wait_newer(seq, 0.5) if wait_newer is not None else cam.read()
+                if frame is None or frame.seq == seq:
+                    if time.monotonic() - t0 > 10.0:
+                        raise RuntimeError("knob costs: the camera delivered no new frame for 10 s")
+                    continue
+                seq = frame.seq
+                c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+                pipe.process(frame)
+                cpu_ms.append((time.thread_time_ns() - c0) / 1e6)
+                wall_ms.append((time.perf_counter_ns() - w0) / 1e6)
+            render_ns = threads_cpu_ns(render_threads) - render0
+            rendered = getattr(cam, "frames_rendered", None)
+            n = rendered - rendered0 if rendered is not None and rendered0 is not None else 0
+            per[level.index]["cpu"].append(statistics.median(cpu_ms))
+            per[level.index]["wall"].append(statistics.median(wall_ms))
+            if n > 0:
+                per[level.index]["render"].append(render_ns / 1e6 / n)
+    ladder.apply(0)
     out: list[dict[str, Any]] = []
     for level in ladder.levels:
-        ladder.apply(level.index)
-        cpu_ms: list[float] = []
-        wall_ms: list[float] = []
-        seq = -1
-        rendered0 = getattr(cam, "frames_rendered", None)
-        render0 = threads_cpu_ns(render_threads)
-        t0 = time.monotonic()
-        while len(cpu_ms) < frames or time.monotonic() - t0 < min_s:
-            frame = wait_newer(seq, 0.5) if wait_newer is not None else cam.read()
-            if frame is None:
-                if time.monotonic() - t0 > 10.0:
-                    raise RuntimeError("knob costs: the camera delivered no frame for 10 s")
-                continue
-            seq = frame.seq
-            c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
-            pipe.process(frame)
-            cpu_ms.append((time.thread_time_ns() - c0) / 1e6)
-            wall_ms.append((time.perf_counter_ns() - w0) / 1e6)
-        render_ns = threads_cpu_ns(render_threads) - render0
-        rendered = getattr(cam, "frames_rendered", None)
-        n_rendered = rendered - rendered0 if rendered is not None and rendered0 is not None else None
+        f = per[level.index]
+        render = round(statistics.median(f["render"]), 3) if f["render"] else None
+        cpu = round(statistics.median(f["cpu"]), 3)
+        size = ladder.level(level.index).settings.get("perception.resolution")
         out.append({
             "level": level.index,
             "name": level.name,
-            "resolution": list(pipe.knob("resolution")),
+            "resolution": list(size) if size is not None else list(pipe.knob("resolution")),
             "camera_size": [getattr(cam, "width", None), getattr(cam, "height", None)],
             "camera": f"{type(cam).__module__}.{type(cam).__qualname__}",
             "camera_depth": getattr(cam, "depth_enabled", None),
-            "process_cpu_ms": round(statistics.median(cpu_ms), 3),
-            "process_wall_ms": round(statistics.median(wall_ms), 3),
-            "render_cpu_ms": round(render_ns / 1e6 / n_rendered, 3) if n_rendered else None,
-            "frames": len(cpu_ms),
+            "process_cpu_ms": cpu,
+            "process_wall_ms": round(statistics.median(f["wall"]), 3),
+            "render_cpu_ms": render,
+            "total_cpu_ms": round(cpu + render, 3) if render is not None else None,
+            "frames": frames * rounds,
         })
-    for row in out:
-        row["total_cpu_ms"] = (round(row["process_cpu_ms"] + row["render_cpu_ms"], 3)
-                               if row["render_cpu_ms"] is not None else None)
     return out
 
 
-def render_cost_at(sizes: Iterable[tuple[int, int]], *, depth: bool = True,
-                   frames: int = 30) -> list[dict[str, Any]]:
+def render_cost_at(sizes: Iterable[tuple[int, int]], *, depth: bool = True, frames: int = 10,
+                   rounds: int = 3) -> list[dict[str, Any]]:
     """CPU ms per frame of the simulated camera rendering the default scene at each
     ``(w, h)``: what a camera that followed the resolution knob would cost (the running
-    stack's camera renders at one fixed size). Renders on demand, ``frames`` frames after
-    five warm-up ones; run it with no other camera rendering in this process."""
+    stack's camera renders at one fixed size). One on-demand camera per size, warmed up,
+    then the sizes take turns (``rounds`` times ``frames`` frames, median of the rounds);
+    run it with no other camera rendering in this process."""
     from rtvla.robots.sim.camera import SimCamera
     from rtvla.robots.sim.scene import load_scene
 
     scene = load_scene()
     qpos = scene.load_model().qpos0.copy()
-    out = []
-    for w, h in sizes:
-        cam = SimCamera(scene=scene, qpos_fn=qpos.copy, width=int(w), height=int(h), depth=depth,
-                        threaded=False, name="adapt_render")
-        with cam:
+    sizes = [(int(w), int(h)) for w, h in sizes]
+    cams = [SimCamera(scene=scene, qpos_fn=qpos.copy, width=w, height=h, depth=depth, threaded=False,
+                      name=f"adapt_render_{i}") for i, (w, h) in enumerate(sizes)]
+    cpu: list[list[float]] = [[] for _ in sizes]
+    wall: list[list[float]] = [[] for _ in sizes]
+    opened: list[Any] = []
+    try:
+        for cam in cams:
+            cam.open()
+            opened.append(cam)
             for _ in range(5):  # the first frames compile llvmpipe's shaders
                 cam.read()
-            names = (*RENDER_THREADS, "adapt_render-render")
-            c0, w0 = threads_cpu_ns(names), time.perf_counter_ns()
-            for _ in range(frames):
-                cam.read()
-            cpu_ns, wall_ns = threads_cpu_ns(names) - c0, time.perf_counter_ns() - w0
-        out.append({"size": [int(w), int(h)], "render_cpu_ms": round(cpu_ns / 1e6 / frames, 3),
-                    "render_wall_ms": round(wall_ns / 1e6 / frames, 3)})
-    return out
+        for _ in range(rounds):
+            for i, cam in enumerate(cams):
+                names = (*RENDER_THREADS, f"{cam.name}-render")
+                c0, w0 = threads_cpu_ns(names), time.perf_counter_ns()
+                for _ in range(frames):
+                    cam.read()
+                cpu[i].append((threads_cpu_ns(names) - c0) / 1e6 / frames)
+                wall[i].append((time.perf_counter_ns() - w0) / 1e6 / frames)
+    finally:
+        for cam in opened:
+            cam.close()
+    return [{"size": [w, h], "render_cpu_ms": round(statistics.median(cpu[i]), 3),
+             "render_wall_ms": round(statistics.median(wall[i]), 3)} for i, (w, h) in enumerate(sizes)]
 
 
 class _Sampler:
