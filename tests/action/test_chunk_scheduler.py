@@ -352,3 +352,33 @@ def test_control_process_follows_a_policy_process(tmp_path: Any) -> None:
     pol = final["policy"]
     assert pol["chunks"] >= 5 and pol["rejected"] == 0 and pol["starvation_stops"] == 0
     assert final["watchdog_trips"] == 0
+
+
+def test_a_stalled_server_starves_the_loop_into_a_latched_stop(tmp_path: Any) -> None:
+    from rtvla.policy import OnnxPolicy
+    from rtvla.policy.process import PolicyProcess
+    from rtvla.testing.policy_server import Behaviour, ScriptedPolicyServer, build_linear_policy
+
+    path = build_linear_policy(tmp_path / "p.onnx", state_dim=DOF, horizon=10, action_dim=DOF, rate_hz=10.0)
+    with ScriptedPolicyServer(OnnxPolicy(path)) as server:
+        server.script(Behaviour.ok(), Behaviour.ok(), Behaviour.slow(5.0))
+        with PolicyProcess(server.url, {"timeout_s": 10.0}) as policy:
+            link = PolicyLink.from_process(policy, SchedulerSettings(starve_hold_ticks=10),
+                                           state_key="observation/state", gripper_key=None)
+            with ControlProcess(functools.partial(KinematicRobot, DOF), dof=DOF, policy=link) as control:
+                control.follow_policy(True)
+                deadline = time.monotonic() + 30.0
+                while time.monotonic() < deadline and control.live_stats().get("policy_stops", 0) < 1:
+                    control.wait_state(0.5)
+                live = control.live_stats()
+                assert live["policy_stops"] == 1 and live["stopped"] == 1.0
+                assert live["policy_starved_ticks"] >= 10 and live["policy_engaged"] == 0.0
+                control.follow_policy(True)  # refused while the stop is latched
+                for _ in range(5):
+                    control.wait_state(0.5)
+                assert control.live_stats()["policy_engaged"] == 0.0
+            final = control.final_stats
+    assert final is not None
+    assert "policy: starved" in final["last_trip_reason"]
+    assert final["policy"]["chunks"] == 2 and final["policy"]["starvation_stops"] == 1
+    assert any(e.get("kind") == "follow_refused" for e in final["events"])
