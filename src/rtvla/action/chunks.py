@@ -20,6 +20,11 @@ skipped). Overlapping predictions for the same tick are merged:
 Queue size, starvation (ticks with nothing to execute), skipped actions and the inference
 delay (ticks and seconds) are recorded into the Recorder under ``name``.
 
+This queue serves a policy called from a thread of the same process (a benchmark, a lock-step
+skill). A policy followed by the control process (the default placement) goes through
+:class:`~rtvla.action.chunk_scheduler.ChunkScheduler` instead: requests and chunks through
+shared memory, resampling, delay-covering triggers and velocity targets.
+
 Usage::
 
     def policy(req: ChunkRequest) -> np.ndarray:       # runs in the worker thread
