@@ -145,28 +145,31 @@ def _resolve_config(config: Config | str | os.PathLike[str] | None) -> Config:
     return config if isinstance(config, Config) else load_config(config)
 
 
-def knob_costs(stack: Any, ladder: Any, *, frames: int = 10, rounds: int = 3) -> list[dict[str, Any]]:
+def knob_costs(stack: Any, ladder: Any, *, frames: int = 10, rounds: int = 3,
+               warmup: int = 3) -> list[dict[str, Any]]:
     """Per quality level of ``ladder``: CPU ms of perception's processing of one frame (the
     calling thread's CPU clock around :meth:`VisionPipeline.process` on fresh camera
     frames) and CPU ms the camera spent rendering a frame meanwhile. The levels take turns,
-    ``rounds`` times ``frames`` frames each, and each figure is the median over its rounds,
-    so that a neighbour's load that comes and goes does not land on one level only. The
-    optimizer must be stopped (this turns the knobs itself); the ladder is left at level 0."""
+    ``rounds`` times ``frames`` frames each after ``warmup`` frames that are not counted,
+    and each figure is the median over its rounds, so that a neighbour's load that comes
+    and goes does not land on one level only. The optimizer must be stopped (this turns the
+    knobs itself); the ladder is left at level 0."""
     pipe = stack.pipeline
     cam = stack.cameras[0].source
     wait_newer = getattr(cam, "wait_newer", None)
     render_threads = (*RENDER_THREADS, f"{getattr(cam, 'name', 'camera')}-render")
     per: dict[int, dict[str, list[float]]] = {
         lv.index: {"cpu": [], "wall": [], "render": []} for lv in ladder.levels}
+    shape: dict[int, list[int]] = {}
     for _ in range(rounds):
         for level in ladder.levels:
             ladder.apply(level.index)
             cpu_ms: list[float] = []
             wall_ms: list[float] = []
             seq = -1
-            frame = None
+            skip = warmup  # frames of the switch itself (a source that follows the knob)
             t0 = time.monotonic()
-            rendered0, render0 = getattr(cam, "frames_rendered", None), threads_cpu_ns(render_threads)
+            rendered0, render0 = getattr(cam, "frames_rendered", 0), threads_cpu_ns(render_threads)
             while len(cpu_ms) < frames:
                 frame = wait_newer(seq, 0.5) if wait_newer is not None else cam.read()
                 if frame is None or frame.seq == seq:
@@ -174,13 +177,19 @@ def knob_costs(stack: Any, ladder: Any, *, frames: int = 10, rounds: int = 3) ->
                         raise RuntimeError("knob costs: the camera delivered no new frame for 10 s")
                     continue
                 seq = frame.seq
+                if skip > 0:
+                    skip -= 1
+                    if skip == 0:
+                        rendered0 = getattr(cam, "frames_rendered", 0)
+                        render0 = threads_cpu_ns(render_threads)
+                    continue
+                shape[level.index] = [int(frame.image.shape[1]), int(frame.image.shape[0])]
                 c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
                 pipe.process(frame)
                 cpu_ms.append((time.thread_time_ns() - c0) / 1e6)
                 wall_ms.append((time.perf_counter_ns() - w0) / 1e6)
             render_ns = threads_cpu_ns(render_threads) - render0
-            rendered = getattr(cam, "frames_rendered", None)
-            n = rendered - rendered0 if rendered is not None and rendered0 is not None else 0
+            n = getattr(cam, "frames_rendered", 0) - rendered0
             per[level.index]["cpu"].append(statistics.median(cpu_ms))
             per[level.index]["wall"].append(statistics.median(wall_ms))
             if n > 0:
@@ -196,7 +205,7 @@ def knob_costs(stack: Any, ladder: Any, *, frames: int = 10, rounds: int = 3) ->
             "level": level.index,
             "name": level.name,
             "resolution": list(size) if size is not None else list(pipe.knob("resolution")),
-            "camera_size": [getattr(cam, "width", None), getattr(cam, "height", None)],
+            "camera_size": shape.get(level.index),  # what the frames measured had
             "camera": f"{type(cam).__module__}.{type(cam).__qualname__}",
             "camera_depth": getattr(cam, "depth_enabled", None),
             "process_cpu_ms": cpu,
