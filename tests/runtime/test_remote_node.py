@@ -161,9 +161,11 @@ def test_remote_camera_node_delivers_frames_with_local_stamps_and_poses(tmp_path
     node_cfg = tmp_path / "node.toml"
     node_cfg.write_text(f'[remote]\nlisten = ["tcp/127.0.0.1:{port}"]\n')
     node = _start_node("camera", node_cfg, tmp_path)
-    settings = RemoteSettings.from_section({"camera": {"endpoint": f"tcp/127.0.0.1:{port}"}})
+    settings = RemoteSettings.from_section({"camera": {"endpoint": f"tcp/127.0.0.1:{port}",
+                                                       "lost_timeout_s": 1.0}})
     recorder = Recorder()
-    link = RemoteLink(settings, recorder, robot="sim")
+    failures: list[tuple[str, str]] = []
+    link = RemoteLink(settings, recorder, robot="sim", on_critical_failure=lambda *a: failures.append(a))
     try:
         _wait_up(node)
         link.start()
@@ -192,8 +194,13 @@ def test_remote_camera_node_delivers_frames_with_local_stamps_and_poses(tmp_path
         while link.alive("camera") and time.monotonic() < end:
             time.sleep(0.05)
         assert not link.alive("camera")
+        # A critical part that stays away longer than lost_timeout_s fails the run.
+        while not failures and time.monotonic() < end:
+            time.sleep(0.05)
+        assert failures and failures[0][0] == "camera" and "lost for more than 1 s" in failures[0][1]
         kinds = [e.kind for e in recorder.events if e.component == "camera"]
-        assert kinds == ["remote", "degraded"]
+        assert kinds == ["remote", "degraded", "failed"]
+        assert src.read() is f  # the last frame, not a new one
     finally:
         link.stop()
         if node.poll() is None:
@@ -279,3 +286,14 @@ def test_a_stack_without_its_remote_node_says_what_is_missing(tmp_path) -> None:
     outcome = run_task(cfg, RunOptions(out_dir=tmp_path / "run", dashboard=False, record=False))
     assert outcome.exit_code == EXIT_ERROR
     assert "rtvla node perception" in outcome.reason and str(port) in outcome.reason
+
+
+def test_a_node_or_part_nobody_can_reach_is_refused() -> None:
+    from rtvla.runtime.node import Node
+
+    with pytest.raises(ConfigError, match=r"remote\.perception\.endpoint: give the node's endpoint"):
+        RemoteSettings.from_section({"perception": {"critical": True}})
+    with pytest.raises(ConfigError, match="nothing could reach it"):
+        Node("perception", parse_config({}))
+    with pytest.raises(ConfigError, match=r"unknown part 'planner'.*serve-policy"):
+        Node("planner", parse_config({"remote": {"listen": ["tcp/127.0.0.1:7447"]}}))

@@ -45,7 +45,8 @@ _CHUNK = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def clock_key(robot: str, host: str) -> str:
-    """``rtvla/<robot>/clock/<host>``, the key a host's clock answers on."""
+    """``rtvla/<robot>/clock/<host>``, the key a host's clock answers on (an ``rtvla node``
+    answers on ``clock/<part>``: the clock of the host its part runs on, wherever that is)."""
     for what, v in (("robot", robot), ("host", host)):
         if not isinstance(v, str) or not _CHUNK.match(v):
             raise ChannelError(f"clock sync {what} name must be letters, digits, '_', '.', '-'; got {v!r}")

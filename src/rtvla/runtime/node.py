@@ -62,6 +62,9 @@ class Node:
         self.part = part
         self.cfg = cfg
         self.settings = RemoteSettings.from_section(cfg.section("remote"))
+        if not self.settings.reachable():
+            raise ConfigError(f"node {part}: [remote] has no listen or connect endpoint (and multicast "
+                              "scouting is off): nothing could reach it; e.g. listen = [\"tcp/0.0.0.0:7447\"]")
         self.camera_name = camera
         self.recorder = recorder if recorder is not None else Recorder(cfg.requirements)
         self.clock = clock

@@ -129,10 +129,17 @@ class RemoteSettings(BaseModel):
             raise ConfigError(format_validation_error("remote", exc)) from None
         except ChannelError as exc:
             raise ConfigError(f"remote: {exc}") from None
+        if out.parts and not out.reachable(extra=[e for p in out.parts.values() for e in p.endpoint]):
+            raise ConfigError(f"remote.{next(iter(out.parts))}.endpoint: give the node's endpoint (or "
+                              "[remote] listen/connect); without one nothing can reach it")
         if {"camera", "perception"} <= set(out.parts):
             raise ConfigError("remote: camera and perception cannot both be remote (a perception "
                               "node carries its own camera); configure one of them")
         return out
+
+    def reachable(self, extra: list[str] | None = None) -> bool:
+        """Whether this side has any way to meet a peer: endpoints or multicast scouting."""
+        return bool(self.listen or self.connect or extra or self.multicast_scouting)
 
     def session_config(self, *, extra_connect: list[str] | None = None) -> Any:
         connect = list(dict.fromkeys([*self.connect, *(extra_connect or [])]))
