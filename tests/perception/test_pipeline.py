@@ -250,3 +250,21 @@ def test_opencv_source_dropping_mid_run_degrades_and_recovers():
         pipe.stop()
         worker.join(5)
     assert not worker.is_alive()
+
+
+def test_the_resolution_knob_reaches_a_source_that_can_change_its_size():
+    class Sizable(SyntheticSource):
+        sizes: list = []
+
+        def set_size(self, w, h):
+            self.sizes.append((w, h))
+
+    src = Sizable(64, 48)
+    pipe = VisionPipeline(src, [ColorDetector()], settings=PipelineSettings(resolutions=((64, 48), (32, 24))))
+    pipe.knobs["resolution"].set_index(1)
+    pipe.knobs["resolution"].set_index(0)
+    assert src.sizes == [(32, 24), (64, 48)]
+    # A source without set_size is simply resized after capture, as before.
+    plain = VisionPipeline(SyntheticSource(64, 48), [ColorDetector()],
+                           settings=PipelineSettings(resolutions=((64, 48), (32, 24))))
+    plain.knobs["resolution"].set_index(1)

@@ -140,3 +140,25 @@ def test_on_demand_camera_may_be_read_from_any_thread(at_table: SimRobot) -> Non
         at_table.advance(0.1)
         assert cam.wait_newer(got[0].seq, timeout=30).seq == first.seq + 2
     assert cam.read() is None
+
+
+def test_set_size_renders_smaller_frames_with_matching_intrinsics_and_reuses_renderers(
+        at_table: SimRobot) -> None:
+    with SimCamera(at_table, width=320, height=240, threaded=False) as cam:
+        full = cam.read()
+        cam.set_size(160, 120)
+        small = cam.read()
+        assert small.image.shape == (120, 160, 3) and small.depth.shape == (120, 160)
+        assert (small.intrinsics.width, small.intrinsics.height) == (160, 120)
+        assert small.intrinsics.fx == pytest.approx(full.intrinsics.fx / 2, rel=1e-6)
+        # The red cube projects to the same place, scaled: 3D from depth stays right.
+        u, v, z = project(cam, small, at_table.object_position("red_cube"))
+        assert small.depth[v, u] == pytest.approx(z, abs=0.05)
+        cam.set_size(320, 240)
+        back = cam.read()
+        assert back.image.shape == (240, 320, 3)
+        assert list(cam._renderers) == [(160, 120)]  # kept for the next turn, not recreated
+        with pytest.raises(ConfigError, match="exceeds the scene's offscreen buffer"):
+            cam.set_size(100000, 240)
+        with pytest.raises(ConfigError, match="must be positive"):
+            cam.set_size(0, 240)

@@ -167,7 +167,9 @@ class VisionPipeline(Component):
         self.clock = clock
         self.channel = channel if channel is not None else LatestValue(f"{name}.detections",
                                                                         clock=clock)
-        self.add_knob(Knob("resolution", self.settings.resolutions))
+        # A source that can render or capture at another size (the simulator's camera) follows
+        # the knob, so a lower level cuts the capture's cost too, not only the detector's.
+        self.add_knob(Knob("resolution", self.settings.resolutions, on_change=self._source_size))
         self.add_knob(Knob("skip_frames", self.settings.skip_frames))
         self.add_knob(Knob("detector", tuple(names)))
         self._executor: cf.ThreadPoolExecutor | None = None
@@ -371,6 +373,11 @@ class VisionPipeline(Component):
         except Exception as exc:
             self._failed(exc)
             return None
+
+    def _source_size(self, size: tuple[int, int]) -> None:
+        set_size = getattr(self.source, "set_size", None)
+        if callable(set_size):
+            set_size(*size)
 
     # -- processing (worker thread) -------------------------------------------------------
 

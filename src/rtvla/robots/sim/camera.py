@@ -162,6 +162,10 @@ class SimCamera:
         self._pose_data: mujoco.MjData | None = None
         self._pose_lock = threading.Lock()
         self._renderer: mujoco.Renderer | None = None
+        # One renderer per size the camera has rendered at (creating a GL renderer costs far
+        # more than a frame): the adaptive optimizer turns the size down and back up.
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._pending_size: tuple[int, int] | None = None
         self._cond = threading.Condition()
         self._latest: SimFrame | None = None
         self._poses: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -299,6 +303,40 @@ class SimCamera:
                 return next(reversed(self._poses.values())).copy()
         return self._current_pose()
 
+    def set_size(self, width: int, height: int) -> None:
+        """Render at ``width`` x ``height`` from the next frame on (the intrinsics follow; each
+        frame carries its own). Rendering costs roughly in proportion to the pixels, so this is
+        what makes perception's resolution knob cut the camera's cost, not only the detector's."""
+        width, height = int(width), int(height)
+        if width <= 0 or height <= 0:
+            raise ConfigError(f"{self.name}: camera size must be positive, got {width}x{height}")
+        if width > self.model.vis.global_.offwidth or height > self.model.vis.global_.offheight:
+            raise ConfigError(
+                f"{self.name}: camera size {width}x{height} exceeds the scene's offscreen buffer "
+                f"{self.model.vis.global_.offwidth}x{self.model.vis.global_.offheight}"
+            )
+        self._pending_size = (width, height)
+
+    def _apply_size(self) -> None:
+        """Switch to the pending size (in the thread that owns the GL context)."""
+        size = self._pending_size
+        if size is None or size == (self.width, self.height):
+            return
+        if self._renderer is not None:
+            self._renderers[(self.width, self.height)] = self._renderer
+        renderer = self._renderers.pop(size, None)
+        self.width, self.height = size
+        self._renderer = renderer if renderer is not None else self._make_renderer()
+        self.intrinsics = CameraIntrinsics.from_fovy(self.width, self.height, float(self.model.cam_fovy[self._cam]))
+        logger.info("%s: rendering at %dx%d", self.name, self.width, self.height)
+
+    def _close_renderers(self) -> None:
+        for r in [self._renderer, *self._renderers.values()]:
+            if r is not None:
+                r.close()
+        self._renderer = None
+        self._renderers.clear()
+
     # ------------------------------------------------------------------ rendering
     def _make_renderer(self) -> mujoco.Renderer:
         try:
@@ -325,9 +363,10 @@ class SimCamera:
 
     def _capture(self) -> SimFrame:
         """Render the robot's current configuration now (in the thread owning the renderer)."""
-        r = self._renderer
-        if r is None:
+        if self._renderer is None:
             raise RenderError(f"{self.name}: not open")
+        self._apply_size()
+        r = self._renderer
         m, d = self.model, self._data
         qpos = self._qpos_fn()
         stamp = self._clock.now_ns()
@@ -410,8 +449,7 @@ class SimCamera:
                     req.error = RenderError(f"{self.name}: rendering failed: {exc}")
                 req.done.set()
         finally:
-            self._renderer.close()
-            self._renderer = None
+            self._close_renderers()
             while True:  # nobody waits forever on a request that came in while closing
                 try:
                     left = self._requests.get_nowait()
@@ -442,6 +480,4 @@ class SimCamera:
                 self._error = RenderError(f"{self.name}: rendering failed: {exc}")
                 self._cond.notify_all()
         finally:
-            if self._renderer is not None:
-                self._renderer.close()
-                self._renderer = None
+            self._close_renderers()
