@@ -393,7 +393,11 @@ def bench_policy(episodes: int = 20, *, seed0: int | None = None, chunks: bool =
     if pick:
         if progress is not None:
             progress(f"pick: {episodes} episodes per controller")
-        got, why = pick_rows_or_reason(episodes, seed0)
+        def pick_progress(controller: str, done: int, total: int) -> None:
+            if progress is not None:
+                progress(f"pick, {controller}: episode {done}/{total}")
+
+        got, why = pick_rows_or_reason(episodes, seed0, pick_progress)
         rows.extend(got)
         if why:
             notes.append(why)
