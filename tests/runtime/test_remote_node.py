@@ -162,10 +162,12 @@ def test_remote_camera_node_delivers_frames_with_local_stamps_and_poses(tmp_path
     node_cfg.write_text(f'[remote]\nlisten = ["tcp/127.0.0.1:{port}"]\n')
     node = _start_node("camera", node_cfg, tmp_path)
     settings = RemoteSettings.from_section({"camera": {"endpoint": f"tcp/127.0.0.1:{port}",
-                                                       "lost_timeout_s": 1.0}})
+                                                       "lost_timeout_s": 1.0, "stop_robot": True}})
     recorder = Recorder()
     failures: list[tuple[str, str]] = []
-    link = RemoteLink(settings, recorder, robot="sim", on_critical_failure=lambda *a: failures.append(a))
+    stops: list[str] = []
+    link = RemoteLink(settings, recorder, robot="sim", on_critical_failure=lambda *a: failures.append(a),
+                      on_lost=stops.append)
     try:
         _wait_up(node)
         link.start()
@@ -191,9 +193,9 @@ def test_remote_camera_node_delivers_frames_with_local_stamps_and_poses(tmp_path
         node.send_signal(signal.SIGTERM)  # a clean exit within seconds, the stack sees it go
         assert node.wait(15) == 0
         end = time.monotonic() + 15
-        while link.alive("camera") and time.monotonic() < end:
+        while (link.alive("camera") or not stops) and time.monotonic() < end:
             time.sleep(0.05)
-        assert not link.alive("camera")
+        assert not link.alive("camera") and stops == ["camera"]  # stop_robot: stopped at once
         # A critical part that stays away longer than lost_timeout_s fails the run.
         while not failures and time.monotonic() < end:
             time.sleep(0.05)

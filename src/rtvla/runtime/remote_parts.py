@@ -25,7 +25,8 @@ this host's by the offset measured with :class:`~rtvla.channels.clock_sync.Clock
 
 Presence is the liveliness token. A part whose token disappears (the process died, the host
 is unreachable) is *lost*: a ``degraded`` event, its data is marked stale (the world model
-stops using it; a perceive step waits), and a critical part not back within
+stops using it; a perceive step waits), with ``stop_robot = true`` the robot is stopped at
+once (a latched stop, as after a control fault), and a critical part not back within
 ``lost_timeout_s`` is a critical failure (the robot is stopped and the run ends), as when a
 local critical part exhausts its restarts. Restarting it is the remote host's business; when
 its token comes back the clock is measured again and its data is used again (``recovered``).
@@ -72,6 +73,8 @@ class RemotePartSettings(BaseModel):
     endpoint: list[str] = Field(default_factory=list, description="where the node listens")
     critical: bool = True
     lost_timeout_s: float = Field(15.0, gt=0, description="a critical part lost longer fails the run")
+    stop_robot: bool = Field(False, description="a loss stops the robot at once (latched, as a "
+                             "control fault does): for a part without which moving is unsafe")
     camera: str | None = Field(None, description="camera part: the node's camera (default: the first)")
 
     @field_validator("endpoint", mode="before")
@@ -237,18 +240,20 @@ class RemoteLink:
 
     ``component_of`` names the local recorder row each part's figures go to (the remote
     perception node's CPU and memory are checked against perception's budget).
-    ``on_critical_failure(name, message)`` is called when a critical part stays lost.
+    ``on_critical_failure(name, message)`` is called when a critical part stays lost;
+    ``on_lost(name)`` when a part with ``stop_robot`` disappears (from a Zenoh thread).
     """
 
     def __init__(self, settings: RemoteSettings, recorder: Recorder, *, robot: str,
                  telemetry: Callable[[], np.ndarray | None] | None = None,
                  on_critical_failure: Callable[[str, str], Any] | None = None,
-                 clock: Clock = MONOTONIC) -> None:
+                 on_lost: Callable[[str], Any] | None = None, clock: Clock = MONOTONIC) -> None:
         self.settings = settings
         self.recorder = recorder
         self.keys = RemoteKeys(settings.robot or robot)
         self.telemetry = telemetry
         self.on_critical_failure = on_critical_failure
+        self.on_lost = on_lost
         self.clock = clock
         self.parts = {n: _PartState(n, s) for n, s in settings.parts.items()}
         self.session: Any = None
@@ -327,6 +332,14 @@ class RemoteLink:
                                     "(its liveliness token disappeared); its data is stale",
                                     remote=True, host=st.host, critical=st.settings.critical)
                 logger.warning("remote part %s on %s lost", name, st.host)
+                stop = st.settings.stop_robot
+            else:
+                stop = False
+        if stop and self.on_lost is not None:
+            try:
+                self.on_lost(name)
+            except Exception:  # a zenoh thread: report, never raise into it
+                logger.exception("remote part %s: on_lost failed", name)
         self._wake.set()
 
     def _maintain(self) -> None:

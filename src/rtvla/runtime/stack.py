@@ -351,6 +351,7 @@ class Stack:
         stack.remote = remote
         if remote is not None:
             remote.on_critical_failure = stack._critical_failure
+            remote.on_lost = stack._remote_lost
         if placement_note is not None:
             recorder.event("control", "placement", placement_note)
             logger.warning("%s", placement_note)
@@ -453,6 +454,11 @@ class Stack:
             self.robot.stop()
         finally:
             self.stop_event.set()
+
+    def _remote_lost(self, name: str) -> None:
+        """A remote part with ``stop_robot`` is gone: stop the robot (latched) at once."""
+        self.recorder.event(name, "stop", f"remote {name} lost: the robot is stopped (latched)")
+        self._stop_robot()
 
     def _stop_robot(self) -> None:
         """A latched safe stop: the control loop holds the robot until an explicit reset."""
