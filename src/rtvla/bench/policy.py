@@ -310,6 +310,9 @@ def _run_one(scheduler: str, delay_ms: float | None, url: str | None, seconds: f
         "policy": policy_name if url is not None else None,
         "robot": "KinematicRobot",
         "ticks": int(final.get("ticks", 0)),
+        # the loop's own step time (scheduler included), less sensitive to a busy machine than lateness
+        "step_us": {"avg": round(float(final.get("loop_time_avg_ms", 0.0)) * 1e3, 1),
+                    "max": round(float(final.get("loop_time_max_ms", 0.0)) * 1e3, 1)},
         "watchdog_trips": int(final.get("watchdog_trips", 0)),
     }
     if url is not None:

@@ -111,13 +111,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             policy_name = next((r["policy"] for r in chunks if r.get("policy")), "-")
             t = Table(title=f"Chunks at 100 Hz: {policy_name} served on 127.0.0.1")
             for col in ("scheduler", "delay ms", "starved", "missed", "lateness p50/p99/max us",
-                        "jump p50/max rad", "chunks", "s"):
+                        "jump p50/max rad", "step avg us", "chunks", "s"):
                 t.add_column(col, justify="right")
             for r in chunks:
                 lat, jump = r["lateness_us"], r["boundary_jump_rad"]
                 t.add_row(r["scheduler"], _fmt(r["delay_ms"]), str(r["starved_ticks"]), str(r["control_missed"]),
                           f"{_fmt(lat['p50'])}/{_fmt(lat['p99'])}/{_fmt(lat['max'])}",
-                          f"{jump['p50']:.4f}/{jump['max']:.4f}", str(r.get("chunks", "-")),
+                          f"{jump['p50']:.4f}/{jump['max']:.4f}", _fmt(r["step_us"]["avg"]),
+                          str(r.get("chunks", "-")),
                           f"{r['duration_s']:.1f}")
             console.print(t)
             for line in _goals(rows):
