@@ -207,6 +207,22 @@ def test_replace_crossfades_at_the_boundary_and_counts_the_jump() -> None:
     assert stats["boundary_jump_rad"]["max"] == pytest.approx(0.2)
 
 
+def test_an_answer_from_before_reengaging_is_stale() -> None:
+    s, tr, clock = make(SchedulerSettings(resample="hold", crossfade_ticks=0))
+    s.engage(clock.now_ns())
+    run(s, clock, 2)
+    s.disengage()
+    assert run(s, clock, 1)[0][0] is SchedStatus.IDLE
+    s.engage(clock.now_ns())
+    run(s, clock, 1)
+    assert len(tr.sent) == 2  # asked again at once, not waiting for the old answer
+    tr.answer(np.full((5, DOF), 0.5), request=0)
+    assert run(s, clock, 1)[0][0] is SchedStatus.WAITING and s.stale == 1
+    tr.answer(np.full((5, DOF), 0.25), request=1)
+    st, pos = run(s, clock, 1)[0]
+    assert st is SchedStatus.ACTION and pos[0] == pytest.approx(0.25)
+
+
 def test_unknown_merge_is_refused_with_its_name() -> None:
     with pytest.raises(ConfigError, match=r"policy\.scheduler\.merge"):
         SchedulerSettings.from_section({"merge": "median"})

@@ -383,6 +383,9 @@ class ChunkScheduler:
         self._got_first = False
         self._engaged_chunks = 0
         self._starve_run = 0
+        # An answer to a request from before (a previous engagement) saw another state: it
+        # arrives as stale, and a fresh request goes out at once.
+        self._in_flight = None
         self._clear_buffer()
         self._have_last = False
         self._last_chunk = None
