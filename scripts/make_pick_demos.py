@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Record pick demonstrations (the scripted pick on seeded placements, rendered perception).
 
-    nice -n 10 python scripts/make_pick_demos.py --seeds 0:500 --out pick_demos.npz
+    nice -n 10 python scripts/make_pick_demos.py --seeds 0:1000 --jobs 2 --out pick_demos.npz
 
 See :mod:`rtvla.policy.pick.demos` for the file format.
 """

@@ -2,13 +2,13 @@
 
 Each episode is a :class:`~rtvla.policy.pick.episode.PickEpisode` (lock-step simulation,
 rendered perception) on a placement seed; the seeds default to ``10000 ...``, disjoint from
-the demonstration seeds (``0:500``) the shipped model was trained on. Success means the
+the demonstration seeds (``0:1000``) the shipped model was trained on. Success means the
 pick step succeeded and the simulator agrees (the target is held, off the table); the time
 is the pick step's simulated duration, its median over the successful episodes.
 
 Usage::
 
-    rows = bench_pick(episodes=20)
+    rows = pick_rows(20, BENCH_SEED0, progress=lambda who, done, total: ...)
     # [{"bench": "pick", "controller": "policy", "episodes": 20, "success_rate": ...,
     #   "median_time_s": ...}, {"bench": "pick", "controller": "scripted", ...}]
 """
@@ -25,11 +25,11 @@ from rtvla.errors import ConfigError
 from rtvla.policy.pick.episode import PickEpisode, sample_placement
 from rtvla.policy.pick.skill import BUILTIN_PICK, PolicyPick, PolicyPickSettings
 
-__all__ = ["BENCH_SEED0", "bench_pick", "run_pick_episode"]
+__all__ = ["BENCH_SEED0", "bench_pick", "pick_rows", "run_pick_episode"]
 
 logger = logging.getLogger(__name__)
 
-#: First placement seed of the benchmark (training used 0..499).
+#: First placement seed of the benchmark (training used 0..999).
 BENCH_SEED0 = 10_000
 
 
@@ -83,3 +83,21 @@ def bench_pick(
                      "success_rate": sum(r["success"] for r in runs) / len(runs),
                      "median_time_s": round(statistics.median(times), 3) if times else None})
     return rows
+
+
+def pick_rows(
+    episodes: int = 20,
+    seed0: int = BENCH_SEED0,
+    progress: Callable[[str, int, int], None] | None = None,
+    *,
+    policy_source: str | Path = BUILTIN_PICK,
+) -> list[dict[str, Any]]:
+    """The ``bench pick`` rows for ``rtvla bench policy``: the learned and the scripted pick
+    on placements ``seed0 .. seed0 + episodes - 1``. ``progress(controller, done, total)``
+    after each episode."""
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ConfigError(f"bench pick: episodes must be an integer >= 1, got {episodes!r}")
+    if not isinstance(seed0, int) or seed0 < 0:
+        raise ConfigError(f"bench pick: seed0 must be an integer >= 0, got {seed0!r}")
+    return bench_pick(episodes, range(seed0, seed0 + episodes), progress=progress,
+                      policy_source=policy_source)

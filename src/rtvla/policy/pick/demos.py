@@ -39,7 +39,7 @@ the same episode (the last sample repeated past the end): see :func:`action_chun
 
 Reproduce the shipped training set::
 
-    nice -n 10 python scripts/make_pick_demos.py --seeds 0:500 --jobs 2 --out pick_demos.npz
+    nice -n 10 python scripts/make_pick_demos.py --seeds 0:1000 --jobs 2 --out pick_demos.npz
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rtvla.policy.pick.demos --seeds 0:500 --jobs 2 --out pick_demos.npz [--json PATH]``."""
+    """``python -m rtvla.policy.pick.demos --seeds 0:1000 --jobs 2 --out pick_demos.npz [--json PATH]``."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -339,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     ap = argparse.ArgumentParser(prog="make_pick_demos", description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="0:400", help="placement seeds, e.g. 0:400 (default)")
+    ap.add_argument("--seeds", default="0:1000", help="placement seeds, e.g. 0:1000 (default)")
     ap.add_argument("--out", required=True, help="npz file to write")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (each renders its own frames)")
     ap.add_argument("--json", default=None, help="also write the summary as JSON to PATH")

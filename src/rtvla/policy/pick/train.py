@@ -11,7 +11,7 @@ the policy learns to steer back onto the demonstrated path) and on the perceived
 
 Reproduce the shipped model::
 
-    nice -n 10 python scripts/make_pick_demos.py --seeds 0:500 --jobs 2 --out pick_demos.npz
+    nice -n 10 python scripts/make_pick_demos.py --seeds 0:1000 --jobs 2 --out pick_demos.npz
     nice -n 10 python scripts/train_pick_policy.py pick_demos.npz \\
         --out src/rtvla/policy/models/pick.onnx --seed 0
 
