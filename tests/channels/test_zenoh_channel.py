@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -171,3 +173,38 @@ def test_tls_options_are_checked() -> None:
     zenoh_config(listen=["tls/127.0.0.1:7448"], tls={"root_ca_certificate": "ca.pem", "enable_mtls": True})
     with pytest.raises(ChannelError, match="unknown option"):
         zenoh_config(tls={"certificate": "x"})
+
+
+def _certificates(d) -> dict[str, str]:
+    """A throw-away CA and a server certificate for localhost/127.0.0.1 (openssl)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=rtvla-test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "srv.pem", "-days", "2", "-extfile", "ext.cnf")
+    return {k: str(d / f) for k, f in (("ca", "ca.pem"), ("cert", "srv.pem"), ("key", "srv.key"))}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make certificates")
+def test_tls_endpoints_carry_data_and_refuse_an_untrusted_server(tmp_path) -> None:
+    pem = _certificates(tmp_path)
+    port = _free_port()
+    server_tls = {"listen_certificate": pem["cert"], "listen_private_key": pem["key"]}
+    with ZenohChannel("rtvla/test/tls", listen=[f"tls/localhost:{port}"], tls=server_tls) as a, \
+            ZenohChannel("rtvla/test/tls", connect=[f"tls/localhost:{port}"],
+                         tls={"root_ca_certificate": pem["ca"]}) as b:
+        assert a.wait_matched(20.0)
+        a.publish(np.arange(5))
+        s = b.wait_newer(0, timeout=20.0)
+        assert s is not None and list(s.value) == [0, 1, 2, 3, 4]
+        # A client that trusts another CA never gets through to this server.
+        other = tmp_path / "other"
+        other.mkdir()
+        with ZenohChannel("rtvla/test/tls", connect=[f"tls/localhost:{port}"],
+                          tls={"root_ca_certificate": _certificates(other)["ca"]}) as c:
+            a.publish(np.arange(2))
+            assert c.wait_newer(0, timeout=1.0) is None

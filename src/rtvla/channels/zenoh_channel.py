@@ -223,7 +223,8 @@ class ZenohChannel:
 
     def __init__(self, key: str, *, listen: Sequence[str] = (), connect: Sequence[str] = (),
                  mode: str = "peer", multicast_scouting: bool = False, gossip_scouting: bool = False,
-                 session: Any = None, express: bool = True, clock: Clock = MONOTONIC) -> None:
+                 tls: Mapping[str, Any] | None = None, session: Any = None, express: bool = True,
+                 clock: Clock = MONOTONIC) -> None:
         if not isinstance(key, str) or not key or any(c in key for c in "*$?#"):
             raise ChannelError(f"zenoh key must be a plain key expression like 'rtvla/camera', got {key!r}")
         zenoh = _zenoh()
@@ -247,7 +248,8 @@ class ZenohChannel:
         self._owns_session = session is None
         if session is None:
             conf = zenoh_config(mode=mode, listen=listen, connect=connect,
-                                multicast_scouting=multicast_scouting, gossip_scouting=gossip_scouting)
+                                multicast_scouting=multicast_scouting, gossip_scouting=gossip_scouting,
+                                tls=tls)
             try:
                 session = zenoh.open(conf)
             except Exception as exc:
