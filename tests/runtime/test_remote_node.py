@@ -165,9 +165,9 @@ def test_remote_camera_node_delivers_frames_with_local_stamps_and_poses(tmp_path
                                                        "lost_timeout_s": 1.0, "stop_robot": True}})
     recorder = Recorder()
     failures: list[tuple[str, str]] = []
-    stops: list[str] = []
+    changes: list[tuple[str, str]] = []
     link = RemoteLink(settings, recorder, robot="sim", on_critical_failure=lambda *a: failures.append(a),
-                      on_lost=stops.append)
+                      on_change=lambda name, status, _msg: changes.append((name, status)))
     try:
         _wait_up(node)
         link.start()
@@ -193,9 +193,9 @@ def test_remote_camera_node_delivers_frames_with_local_stamps_and_poses(tmp_path
         node.send_signal(signal.SIGTERM)  # a clean exit within seconds, the stack sees it go
         assert node.wait(15) == 0
         end = time.monotonic() + 15
-        while (link.alive("camera") or not stops) and time.monotonic() < end:
+        while (link.alive("camera") or len(changes) < 2) and time.monotonic() < end:
             time.sleep(0.05)
-        assert not link.alive("camera") and stops == ["camera"]  # stop_robot: stopped at once
+        assert not link.alive("camera") and changes == [("camera", "running"), ("camera", "lost")]
         # A critical part that stays away longer than lost_timeout_s fails the run.
         while not failures and time.monotonic() < end:
             time.sleep(0.05)
@@ -258,6 +258,8 @@ def test_remote_perception_node_feeds_the_default_task_through_a_kill_and_restar
         remote = stacks[0].remote_report()
         part = remote["parts"]["perception"]
         assert part["lost"] == 1 and part["recovered"] == 1 and not part["failed"]
+        sup = report["supervisor"]["perception"]  # its relay unit: lost, then running again
+        assert sup["status"] == "stopped" and any("is gone" in f for f in sup["faults"])
         clock = part["clock"]
         assert abs(clock["offset_ns"]) <= clock["uncertainty_ns"] < 100_000_000  # one host: truth is 0
         row = report["components"]["perception"]
@@ -299,3 +301,38 @@ def test_a_node_or_part_nobody_can_reach_is_refused() -> None:
         Node("perception", parse_config({}))
     with pytest.raises(ConfigError, match=r"unknown part 'planner'.*serve-policy"):
         Node("planner", parse_config({"remote": {"listen": ["tcp/127.0.0.1:7447"]}}))
+
+
+def test_a_stack_on_a_remote_camera_stops_the_robot_when_a_stop_robot_part_is_lost(tmp_path) -> None:
+    from rtvla.runtime.stack import Stack
+
+    port = _free_port()
+    node_cfg = tmp_path / "node.toml"
+    node_cfg.write_text(f'[remote]\nlisten = ["tcp/127.0.0.1:{port}"]\n')
+    node = _start_node("camera", node_cfg, tmp_path)
+    cfg = parse_config({"remote": {"camera": {"endpoint": f"tcp/127.0.0.1:{port}", "stop_robot": True}},
+                        "control": {"placement": "thread"}, "adapt": {"enabled": False}})
+    try:
+        _wait_up(node)
+        stack = Stack.from_config(cfg)
+        with stack:
+            assert isinstance(stack.cameras[0].source, RemoteCameraSource)
+            # The local pipeline runs on the node's frames (start waited for its first result).
+            s = stack.pipeline.channel.wait_newer(0, timeout=30.0)
+            assert s is not None and s.value.frame_seq >= 1
+            node.kill()
+            node.wait(10)
+            end = time.monotonic() + 20
+            rec = stack.recorder
+            while time.monotonic() < end and not any(e.component == "control" and e.kind == "stop"
+                                                     for e in rec.events):
+                time.sleep(0.05)
+            kinds = [(e.component, e.kind) for e in rec.events]
+            assert ("camera", "degraded") in kinds and ("camera", "stop") in kinds
+            assert ("control", "stop") in kinds  # latched: it holds until reset
+            assert stack.supervisor.states()["control"].status == "running"
+            assert stack.remote_report()["parts"]["camera"]["lost"] == 1
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait(10)

@@ -241,19 +241,21 @@ class RemoteLink:
     ``component_of`` names the local recorder row each part's figures go to (the remote
     perception node's CPU and memory are checked against perception's budget).
     ``on_critical_failure(name, message)`` is called when a critical part stays lost;
-    ``on_lost(name)`` when a part with ``stop_robot`` disappears (from a Zenoh thread).
+    ``on_change(name, status, message)`` when a part is ``lost`` (from a Zenoh thread) and
+    ``running`` again.
     """
 
     def __init__(self, settings: RemoteSettings, recorder: Recorder, *, robot: str,
                  telemetry: Callable[[], np.ndarray | None] | None = None,
                  on_critical_failure: Callable[[str, str], Any] | None = None,
-                 on_lost: Callable[[str], Any] | None = None, clock: Clock = MONOTONIC) -> None:
+                 on_change: Callable[[str, str, str], Any] | None = None,
+                 clock: Clock = MONOTONIC) -> None:
         self.settings = settings
         self.recorder = recorder
         self.keys = RemoteKeys(settings.robot or robot)
         self.telemetry = telemetry
         self.on_critical_failure = on_critical_failure
-        self.on_lost = on_lost
+        self.on_change = on_change
         self.clock = clock
         self.parts = {n: _PartState(n, s) for n, s in settings.parts.items()}
         self.session: Any = None
@@ -316,6 +318,7 @@ class RemoteLink:
         if st is None:
             return  # a part this stack does not use remotely
         put = str(sample.kind).endswith("PUT")
+        message = None
         with self._lock:
             st.token = put
             if put:
@@ -328,19 +331,22 @@ class RemoteLink:
                 st.offset = None
                 st.lost_since_ns = self.clock.now_ns()
                 st.lost += 1
-                self.recorder.event(name, "degraded", f"remote {name} on {st.host or '?'} is gone "
-                                    "(its liveliness token disappeared); its data is stale",
-                                    remote=True, host=st.host, critical=st.settings.critical)
+                message = (f"remote {name} on {st.host or '?'} is gone (its liveliness token "
+                           "disappeared); its data is stale")
+                self.recorder.event(name, "degraded", message, remote=True, host=st.host,
+                                    critical=st.settings.critical)
                 logger.warning("remote part %s on %s lost", name, st.host)
-                stop = st.settings.stop_robot
-            else:
-                stop = False
-        if stop and self.on_lost is not None:
-            try:
-                self.on_lost(name)
-            except Exception:  # a zenoh thread: report, never raise into it
-                logger.exception("remote part %s: on_lost failed", name)
+        if message is not None:
+            self._changed(name, "lost", message)
         self._wake.set()
+
+    def _changed(self, name: str, status: str, message: str) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(name, status, message)
+        except Exception:  # often a zenoh thread: report, never raise into it
+            logger.exception("remote part %s: on_change failed", name)
 
     def _maintain(self) -> None:
         while not self._stop.is_set():
@@ -389,6 +395,7 @@ class RemoteLink:
                 st.lost_since_ns = None
                 st.recovered += 1
         detail = {"remote": True, "host": st.host, **off.to_dict()}
+        self._changed(st.name, "running", f"remote {st.name} on {st.host or '?'} is present")
         if back:
             self.recorder.event(st.name, "recovered", f"remote {st.name} on {st.host or '?'} is back after "
                                 f"{gone_s:.1f} s; its data is used again", gone_s=round(gone_s, 3), **detail)

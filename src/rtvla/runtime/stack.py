@@ -351,7 +351,7 @@ class Stack:
         stack.remote = remote
         if remote is not None:
             remote.on_critical_failure = stack._critical_failure
-            remote.on_lost = stack._remote_lost
+            remote.on_change = stack._remote_changed
         if placement_note is not None:
             recorder.event("control", "placement", placement_note)
             logger.warning("%s", placement_note)
@@ -455,10 +455,14 @@ class Stack:
         finally:
             self.stop_event.set()
 
-    def _remote_lost(self, name: str) -> None:
-        """A remote part with ``stop_robot`` is gone: stop the robot (latched) at once."""
-        self.recorder.event(name, "stop", f"remote {name} lost: the robot is stopped (latched)")
-        self._stop_robot()
+    def _remote_changed(self, name: str, status: str, message: str) -> None:
+        """A remote part is ``lost`` or ``running`` again: the supervisor's record says so (its
+        unit is this side's relay), and a lost part with ``stop_robot`` stops the robot."""
+        self.supervisor.note(name, status, message if status == "lost" else None)
+        assert self.remote is not None
+        if status == "lost" and self.remote.settings.parts[name].stop_robot:
+            self.recorder.event(name, "stop", f"remote {name} lost: the robot is stopped (latched)")
+            self._stop_robot()
 
     def _stop_robot(self) -> None:
         """A latched safe stop: the control loop holds the robot until an explicit reset."""

@@ -43,7 +43,7 @@ class UnitState:
 
     name: str
     critical: bool
-    status: str = "pending"  # pending | running | restarting | degraded | failed | stopped
+    status: str = "pending"  # pending | running | restarting | degraded | failed | stopped | lost
     restarts: int = 0
     faults: list[str] = field(default_factory=list)
     thread_id: int | None = None  # native id, for per-thread CPU accounting
@@ -182,6 +182,17 @@ class Supervisor:
             if unit.state.status in ("running", "restarting", "finished"):
                 unit.state.status = "stopped"
         return stuck
+
+    def note(self, name: str, status: str, fault: str | None = None) -> None:
+        """Record what happened to a unit outside its thread: a remote part that is ``lost``
+        (its process runs on another host, whose business restarting it is) and ``running``
+        again; ``fault`` joins the unit's faults. Unknown units are ignored."""
+        unit = self._units.get(name)
+        if unit is None or self._stopping.is_set():
+            return
+        unit.state.status = status
+        if fault is not None:
+            unit.state.faults.append(fault)
 
     def states(self) -> dict[str, UnitState]:
         return {n: self._units[n].state for n in self._order}
