@@ -177,6 +177,12 @@ class ShmTransport:
     def send(self, tick: int, stamp_ns: int, observation: Mapping[str, Any]) -> int:
         return self.writer.request(observation, tick=tick, stamp_ns=stamp_ns)
 
+    def warm_up(self, observation: Mapping[str, Any]) -> None:
+        """Encode one request without sending it (the encoder's first call is slow)."""
+        from rtvla.policy.chunk_channel import encode_request
+
+        encode_request(np.zeros(self.writer.channel.shape, np.uint8), 0, 0, observation)
+
     def poll(self) -> PolicyChunk | None:
         ch = self.reader.channel
         if ch.seq == self._seen:  # one shared-memory read, no copy: the common case
@@ -355,6 +361,7 @@ class ChunkScheduler:
         self._update_delay()
         self._last_warn_ns = -_WARN_EVERY_NS
         self.jumps = np.zeros(_JUMP_RING)
+        self._warm_up()
         # statistics
         self.ticks = 0
         self.action_ticks = 0
@@ -371,6 +378,20 @@ class ChunkScheduler:
         self.boundaries = 0
         self.window_warnings = 0
         self.last_rejection = ""
+
+    def _warm_up(self) -> None:
+        """Run the chunk path's numpy calls once now: a first call in a fresh process costs
+        milliseconds (lazy imports, dispatch caches) that must not land in a control tick."""
+        dummy = np.zeros((self.horizon, self.dof))
+        for method in ("hold", "linear"):
+            resample_chunk(dummy, self.ratio, method, self.policy_hz)
+        np.quantile(np.zeros(4, dtype=np.int64), self.settings.delay_quantile)
+        np.argwhere(np.zeros((2, 2), bool))
+        self._check(np.zeros((self.horizon, self.action_dim)))
+        warm = getattr(self.transport, "warm_up", None)
+        if callable(warm):
+            zero = RobotState(stamp_ns=0, q=np.zeros(self.dof), dq=np.zeros(self.dof), effort=np.zeros(self.dof))
+            warm(self.observe(zero))
 
     # -- mode ------------------------------------------------------------------------------
 
@@ -625,10 +646,13 @@ class ChunkScheduler:
             pos, vel, grip = pos[:n], vel[:n], grip[:n]
         idx = np.arange(lo, end) & (cap - 1)
         had = self._w[idx] > 0.0
-        # What would have run at the boundary tick without this chunk.
+        # What would have run at the boundary tick without this chunk. The first chunk after
+        # engaging has no predecessor: its start is not a chunk boundary (the policy's own
+        # first action), so it is not counted among the boundary jumps.
         ref = self._jump_ref_buf
         ref[:] = self._pos[idx[0]] if had[0] else (self._last if self._have_last else pos[0])
-        self._jump_ref, self._jump_tick = ref, lo
+        if self._engaged_chunks >= 2:
+            self._jump_ref, self._jump_tick = ref, lo
         merge = self.settings.merge
         if merge == "replace":
             k = min(self.settings.crossfade_ticks, n)

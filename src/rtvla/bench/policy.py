@@ -27,7 +27,9 @@ only: the no-policy lateness that the others are compared with. Rows::
 **Pick rows** come from :func:`rtvla.policy.pick.bench.pick_rows` (imported when asked for).
 
 The robot is :class:`~rtvla.bench.control.KinematicRobot` (exact integration), so the
-figures are the runtime's, not a simulator's.
+figures are the runtime's, not a simulator's. Placement as ``rtvla run`` does it: the control
+process pinned to the last CPU under SCHED_FIFO 80 where permitted, the policy process and
+the server on the other CPUs (the same for the no-policy row).
 """
 
 from __future__ import annotations
@@ -153,6 +155,10 @@ def served_policy(source: str, delay_ms: float, *, start_timeout_s: float = 60.0
            "--delay-ms", f"{delay_ms:g}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _, others = _placement()
+    if others:
+        with contextlib.suppress(OSError):  # before it starts its threads: they inherit it
+            os.sched_setaffinity(proc.pid, others)
     lines: list[str] = []
     found: list[str] = []
     ready = threading.Event()
@@ -184,6 +190,14 @@ def served_policy(source: str, delay_ms: float, *, start_timeout_s: float = 60.0
             proc.kill()
             proc.wait(5.0)
         reader.join(2.0)
+
+
+def _placement() -> tuple[int | None, list[int] | None]:
+    """(control CPU, the policy's CPUs): the last CPU for control, the rest for the policy."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return None, None
+    return cpus[-1], cpus[:-1]
 
 
 def _summary(samples_us: Sequence[float]) -> dict[str, float]:
@@ -265,12 +279,13 @@ def _run_one(scheduler: str, delay_ms: float | None, url: str | None, seconds: f
 
     dof = len(CARRY_Q)
     factory = functools.partial(KinematicRobot, dof, limits=default_limits(dof), q0=np.asarray(CARRY_Q))
-    settings = ControlSettings(placement="process")
+    control_cpu, others = _placement()
+    settings = ControlSettings(placement="process", cpu=control_cpu, fifo_priority=80)
     t0 = MONOTONIC.now_ns()
     with contextlib.ExitStack() as stack:
         link = meta = policy = None
         if url is not None:
-            policy = PolicyProcess(url, {"timeout_s": 5.0}, name=f"bench-policy-{scheduler}")
+            policy = PolicyProcess(url, {"timeout_s": 5.0}, name=f"bench-policy-{scheduler}", cpus=others)
             stack.callback(policy.stop)
             meta = policy.start()
             sched = (SchedulerSettings() if scheduler == "rtvla" else
@@ -309,11 +324,13 @@ def _run_one(scheduler: str, delay_ms: float | None, url: str | None, seconds: f
         "episodes": episodes,
         "policy": policy_name if url is not None else None,
         "robot": "KinematicRobot",
+        "realtime": final.get("realtime"),
         "ticks": int(final.get("ticks", 0)),
         # the loop's own step time (scheduler included), less sensitive to a busy machine than lateness
         "step_us": {"avg": round(float(final.get("loop_time_avg_ms", 0.0)) * 1e3, 1),
                     "max": round(float(final.get("loop_time_max_ms", 0.0)) * 1e3, 1)},
         "watchdog_trips": int(final.get("watchdog_trips", 0)),
+        "last_trip_reason": final.get("last_trip_reason") or None,
     }
     if url is not None:
         row.update({
