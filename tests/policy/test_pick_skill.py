@@ -96,3 +96,22 @@ def test_policy_skills_replace_only_manipulate_and_infer_in_a_worker() -> None:
     assert pick.settings.merge == "average"
     with pytest.raises(PolicyError, match="no model file"):
         policy_skills("/nonexistent/pick.onnx")
+
+
+@pytest.mark.slow
+def test_policy_skills_pick_in_real_time_in_the_default_stack() -> None:
+    """The default stack (control in its own process, 30 Hz perception, the threaded 10 Hz
+    executor) with manipulate(pick) by the learned policy, inferring in a worker thread."""
+    from rtvla.config import load_config
+    from rtvla.runtime.stack import Stack
+
+    stack = Stack.from_config(load_config(environ={}, search_cwd=False))
+    stack.executor.skills = policy_skills("builtin:pick")
+    pick = stack.executor.skills["manipulate"].__self__
+    with stack:
+        report = stack.run("put the red cube on the shelf")
+    assert report.success, report.reason
+    assert len(report.plans) == 1  # no re-plan was needed
+    stats = pick.last_stats
+    assert stats["chunks"] >= 10 and stats["starved_ticks"] == 0 and stats["failures"] == 0
+    assert stats["inference_delay_ms"]["max"] < 100.0
