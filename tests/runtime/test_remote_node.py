@@ -336,3 +336,12 @@ def test_a_stack_on_a_remote_camera_stops_the_robot_when_a_stop_robot_part_is_lo
         if node.poll() is None:
             node.kill()
             node.wait(10)
+
+
+def test_rtvla_node_refuses_a_config_nothing_could_reach(tmp_path) -> None:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text("[remote]\nmode = \"peer\"\n")
+    res = subprocess.run([sys.executable, "-m", "rtvla.cli", "node", "perception", "--config", str(cfg)],
+                         capture_output=True, text=True, env=_env(), timeout=120, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "nothing could reach it" in res.stdout + res.stderr

@@ -18,16 +18,17 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command("node")
     def node(
         part: str = typer.Argument(..., help="camera or perception (a policy node is `rtvla serve-policy`)"),
-        config: str | None = typer.Option(None, "--config", help="rtvla.toml with [robot], [perception] and [remote]"),
+        config: str | None = typer.Option(None, "--config", help="rtvla.toml with the tables robot, perception and remote (zenoh endpoints)"),
         camera: str | None = typer.Option(None, "--camera", help="which camera (default: the first)"),
         startup_timeout: float = typer.Option(30.0, "--startup-timeout", help="seconds to the first output"),
         json_path: str | None = typer.Option(None, "--json", help="write the node's figures to PATH on exit"),
     ) -> None:
         """Run one part of a stack (a camera, or camera + perception) as its own process on this
-        or another host. It connects as ``[remote]`` says (peer or client mode, listen/connect
-        endpoints, no multicast scouting unless enabled), publishes under rtvla/<robot>/, sends
-        its figures on rtvla/<robot>/metrics/<part>, answers clock pings and holds a liveliness
-        token. The stack uses it through [remote.<part>]. Ctrl-C or SIGTERM stops it."""
+        or another host. It connects as the config's remote table says (peer or client mode,
+        listen/connect endpoints, no multicast scouting unless enabled), publishes under
+        rtvla/<robot>/, sends its figures on rtvla/<robot>/metrics/<part>, answers clock pings and
+        holds a liveliness token. A stack uses it through its remote.<part> table. Ctrl-C or
+        SIGTERM stops it."""
         from rtvla.config import load_config
         from rtvla.errors import ConfigError, RtvlaError
         from rtvla.runtime.node import Node

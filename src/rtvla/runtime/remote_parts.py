@@ -238,8 +238,8 @@ class RemoteLink:
     """This stack's side of its remote parts: one Zenoh session, liveliness, clock offsets,
     the nodes' figures, and the robot's telemetry for the nodes' cameras.
 
-    ``component_of`` names the local recorder row each part's figures go to (the remote
-    perception node's CPU and memory are checked against perception's budget).
+    A node's process CPU and memory go into the part's row of this recorder (a remote
+    perception node is checked against perception's budget).
     ``on_critical_failure(name, message)`` is called when a critical part stays lost;
     ``on_change(name, status, message)`` when a part is ``lost`` (from a Zenoh thread) and
     ``running`` again.
