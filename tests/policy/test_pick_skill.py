@@ -115,3 +115,19 @@ def test_policy_skills_pick_in_real_time_in_the_default_stack() -> None:
     stats = pick.last_stats
     assert stats["chunks"] >= 10 and stats["starved_ticks"] == 0 and stats["failures"] == 0
     assert stats["inference_delay_ms"]["max"] < 100.0
+
+
+def test_a_configured_carry_pose_is_reached_after_the_policy_stows(policy: PolicyPick) -> None:
+    from rtvla.action.skills import SkillSettings
+
+    carry = (0.3, -0.2, 2.3, 1.0, 0.2)
+    try:
+        ep = PickEpisode(sample_placement(HELD_OUT[1]), settings=SkillSettings(carry_q=carry))
+    except RenderError as exc:
+        pytest.skip(f"no offscreen rendering here: {exc}")
+    with ep:
+        assert ep.look(2.0)
+        result = ep.run_pick(ep.make_executor(policy.skills()))
+        assert result.success, result.reason
+        assert ep.success(result)
+        np.testing.assert_allclose(ep.sim.read_state().q, carry, atol=0.05)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from rtvla.action.chunks import ActionChunkQueue, ChunkRequest, MergeStrategy
-from rtvla.action.skills import SKILLS, SkillContext, SkillFn, SkillGen
+from rtvla.action.skills import SKILLS, SkillContext, SkillFn, SkillGen, move_arm
 from rtvla.action.skills import manipulate as scripted_manipulate
 from rtvla.errors import PolicyError, SkillError
 from rtvla.policy.pick.demos import base_frame
@@ -125,6 +125,9 @@ class PolicyPick:
     def from_source(cls, source: str | Path = BUILTIN_PICK, *, settings: PolicyPickSettings | None = None) -> PolicyPick:
         """``builtin:pick`` (the shipped model), ``builtin:NAME`` or a path to a pick ONNX file."""
         text = str(source)
+        if text.startswith(("ws://", "wss://")):
+            raise PolicyError(f"pick policy {text!r}: the learned pick runs a pick model from "
+                              "builtin:NAME or an ONNX file, not a policy server")
         path = builtin_model_path(text.split(":", 1)[1]) if text.startswith("builtin:") else Path(text)
         if not path.is_file():
             raise PolicyError(f"pick policy {text!r}: no model file at {path}")
@@ -181,8 +184,11 @@ class PolicyPick:
         target = np.asarray(est.position, dtype=float)
         onehot = np.zeros(len(self.object_names), dtype=np.float32)
         onehot[self.object_names.index(obj)] = 1.0
+        # The policy learned to stow to its model's carry pose; a configured carry pose that
+        # differs is reached by a plain arm move once the policy is done.
+        learned_carry = self.carry_q if self.carry_q.size else state.q.copy()
         carry = (np.asarray(ctx.settings.carry_q, dtype=float) if ctx.settings.carry_q is not None
-                 else self.carry_q if self.carry_q.size else state.q.copy())
+                 else learned_carry)
         limits = getattr(ctx.kinematics, "q_min", None), getattr(ctx.kinematics, "q_max", None)
         period_ns = 1e9 / self.rate_hz
         t0 = ctx.clock.now_ns()
@@ -242,7 +248,7 @@ class PolicyPick:
                 if grasped:
                     if state.holding != obj:
                         raise SkillError(f"pick {obj}: dropped it while lifting")
-                    near = float(np.max(np.abs(state.q - carry))) <= s.carry_tolerance_rad
+                    near = float(np.max(np.abs(state.q - learned_carry))) <= s.carry_tolerance_rad
                     still = float(np.max(np.abs(state.dq))) <= s.settle_speed_rad_s
                     if near and still:
                         break
@@ -254,6 +260,10 @@ class PolicyPick:
             self.last_stats = queue.stats()
         ctx.detail.update(policy=self.metadata.get("format", "pick"), chunks=queue.chunks,
                           starved_ticks=queue.starved_ticks)
+        if float(np.max(np.abs(carry - learned_carry))) > s.carry_tolerance_rad:
+            yield from move_arm(ctx, carry, "stowing the arm", gripper=1.0)
+            if ctx.read_state().holding != obj:
+                raise SkillError(f"pick {obj}: dropped it while stowing the arm")
         ctx.picked_at[obj] = (ctx.standing_at(), target.copy())
         forget = getattr(ctx.world, "forget", None)
         if forget is not None:
