@@ -157,7 +157,7 @@ def _camera_size(cam: OpenedCamera) -> tuple[int, int] | None:
     return (int(w), int(h)) if w and h else None
 
 
-def _default_ladder(pipeline: VisionPipeline, planner: PlanningService) -> list[dict[str, Any]]:
+def _default_ladder(pipeline: Any, planner: PlanningService) -> list[dict[str, Any]]:
     """Quality levels that shed CPU without touching any loop's rate: perception input
     resolution first (the largest cost), then a lighter LLM when one is configured. Frame
     skipping is left out: it would drop perception below its 30 Hz budget."""
@@ -207,8 +207,8 @@ class Stack:
     cameras: list[OpenedCamera]
     setpoints: Any  # LatestValue, or ProcessSetpoints into the control process
     control: Any  # ControlLoop (thread) or ControlProcess (process)
-    pipeline: VisionPipeline  # the first camera's (it feeds the world model)
-    pipelines: list[VisionPipeline]
+    pipeline: Any  # the first camera's VisionPipeline (it feeds the world model), or a RemotePerception
+    pipelines: list[VisionPipeline]  # one per camera in `cameras` (the local ones)
     navigator: Navigator | None  # None for a robot without a base or a map
     world: WorldModel
     executor: TaskExecutor
@@ -305,9 +305,8 @@ class Stack:
             if remote is not None and "perception" in remote.parts:
                 # The first camera and its pipeline run in `rtvla node perception`.
                 remote_perception = RemotePerception(remote, recorder)
-                pipelines.insert(0, remote_perception)
-                cams = cams[1:]
-            pipeline = pipelines[0]
+                cams = cams[1:]  # cameras and pipelines stay pairs: the local ones
+            pipeline = remote_perception if remote_perception is not None else pipelines[0]
             if remote_perception is None and primary.pose_fn is None:
                 raise RuntimeStackError(f"camera {primary.name!r}: the first camera must be one the robot "
                                         "carries (its pose places detections in the world)")
@@ -573,7 +572,8 @@ class Stack:
         else:
             sup.add("control", self._unit(self.control), critical=True, on_fault=self._stop_robot,
                     stop=self.control.stop)
-        for pipe in self.pipelines:
+        remote_perception = isinstance(self.pipeline, RemotePerception)
+        for pipe in [self.pipeline, *self.pipelines] if remote_perception else self.pipelines:
             # A remote part's relay thread is not the part: its CPU comes from the node.
             sup.add(pipe.name, self._unit(pipe, register=not isinstance(pipe, RemotePerception)),
                     critical=True, stop=pipe.stop)
@@ -587,8 +587,8 @@ class Stack:
         if self.optimizer is not None:
             self.optimizer.start()
             self._started.append("optimizer")
-        for pipe in self.pipelines[1:]:
-            if pipe.channel.wait_newer(0, timeout=timeout) is None:
+        for pipe in self.pipelines:
+            if pipe is not self.pipeline and pipe.channel.wait_newer(0, timeout=timeout) is None:
                 raise RuntimeStackError(f"{pipe.name} published nothing within {timeout:g} s "
                                         "(its camera delivered no frame)")
         if self.pipeline.channel.wait_newer(0, timeout=timeout) is None:
