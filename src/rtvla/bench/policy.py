@@ -222,6 +222,15 @@ def _link_keys(meta: Any) -> dict[str, Any]:
     return keys
 
 
+def _gripper_threshold(meta: Any) -> float | None:
+    """The gripper slice's binarizing threshold, when the policy's action mapping has one."""
+    table = meta.action_mapping or {}
+    for sl in table.get("slice", []) if isinstance(table, dict) else []:
+        if sl.get("kind") == "gripper" and sl.get("threshold") is not None:
+            return float(sl["threshold"])
+    return None
+
+
 def _context(meta: Any, target: Sequence[float], k: int) -> dict[str, Any]:
     ctx: dict[str, Any] = {"observation/target_position": np.asarray(target, np.float32)}
     spec = meta.spec("observation/object_onehot")
@@ -291,6 +300,9 @@ def _run_one(scheduler: str, delay_ms: float | None, url: str | None, seconds: f
             sched = (SchedulerSettings() if scheduler == "rtvla" else
                      SchedulerSettings(mode="sync", crossfade_ticks=0, starve_hold_ticks=1_000_000,
                                        resample="linear"))
+            thr = _gripper_threshold(meta)
+            if thr is not None:
+                sched = sched.model_copy(update={"gripper_threshold": thr})
             link = PolicyLink.from_process(policy, sched, **_link_keys(meta))
         control = ControlProcess(factory, dof, settings=settings, rate_hz=rate_hz, policy=link,
                                  name=f"bench-{scheduler}")
