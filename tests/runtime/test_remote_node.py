@@ -265,6 +265,9 @@ def test_remote_perception_node_feeds_the_default_task_through_a_kill_and_restar
         row = report["components"]["perception"]
         assert row["count"] > 100 and "frame_age" in row["stages_ms"] and "transport" in row["stages_ms"]
         assert report["perception"]["remote"] is True
+        # report.json itself: the remote section (offset and uncertainty) and the marked row.
+        assert report["remote"]["parts"]["perception"]["clock"]["uncertainty_ns"] == clock["uncertainty_ns"]
+        assert row["remote"]["host"] == part["host"] and row["remote"]["node"]["count"] > 0
         merged = merge_remote(build_report(stacks[0].recorder), remote)
         assert merged["components"]["perception"]["remote"]["host"] == part["host"]
         assert merged["components"]["perception"]["remote"]["node"]["count"] > 0

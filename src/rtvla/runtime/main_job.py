@@ -34,7 +34,7 @@ from typing import Any
 from rtvla.config import Config
 from rtvla.errors import ConfigError, RtvlaError
 from rtvla.metrics import MetricsLog, Recorder, build_report
-from rtvla.metrics.report import json_safe
+from rtvla.metrics.report import json_safe, merge_remote
 from rtvla.record.capture import RunCapture, check_dataset_folder
 from rtvla.record.settings import RecordSettings
 from rtvla.resources.sampler import hypervisor_steal_s
@@ -394,6 +394,7 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
     report["degradations"] = [e for e in report["events"] if e["kind"] in _DEGRADATION_KINDS]
     report["wall_time_s"] = time.monotonic() - t_start
     if stack is not None:
+        merge_remote(report, stack.remote_report())
         report["adaptation"] = stack.optimizer.report() if stack.optimizer is not None else []
         report["supervisor"] = {n: {"status": s.status, "restarts": s.restarts, "faults": s.faults,
                                     "critical": s.critical}

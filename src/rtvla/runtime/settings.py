@@ -56,6 +56,7 @@ def _validators(cfg: Config) -> dict[str, Callable[[dict[str, Any]], Any]]:
     from rtvla.perception.settings import CamerasConfig, PerceptionConfig
     from rtvla.record.settings import RecordSettings
     from rtvla.resources.config import ResourcesConfig
+    from rtvla.runtime.remote_parts import RemoteSettings
     from rtvla.runtime.ros2_bridge import BridgeSettings, check_bridge_topics
     from rtvla.runtime.wiring import validate_parts
 
@@ -79,6 +80,7 @@ def _validators(cfg: Config) -> dict[str, Callable[[dict[str, Any]], Any]]:
         "adapt": AdaptConfig.from_section,
         "record": RecordSettings.from_section,
         "ros2": ros2,
+        "remote": RemoteSettings.from_section,
     }
 
 
