@@ -38,6 +38,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                                             "dataset as one episode (created when missing)"),
         keep_failures: bool = typer.Option(False, "--keep-failures",
                                            help="with --dataset: keep the episode when the task fails too"),
+        policy: str | None = typer.Option(None, "--policy", help="run manipulate(pick ...) with a learned "
+                                          "policy: builtin:pick or a pick-policy .onnx ([policy] source)"),
     ) -> None:
         """Carry out a natural-language task on the simulated robot, on time, and report.
 
@@ -104,7 +106,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                                                inject=inject, record=False if no_record else None,
                                                live=True if live or live_port is not None else None,
                                                live_port=live_port, dataset=dataset,
-                                               keep_failures=keep_failures),
+                                               keep_failures=keep_failures, policy=policy),
                                stop_event=stop, dashboard_factory=dash, on_recording=on_recording,
                                on_bridge=on_bridge)
         finally:

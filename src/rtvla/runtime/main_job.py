@@ -78,6 +78,7 @@ class RunOptions:
     live_port: int | None = None  # its port ([record] live_port; 0 picks a free one)
     dataset: Path | None = None  # append the run to this LeRobot dataset as one episode
     keep_failures: bool = False  # keep that episode when the task fails too
+    policy: str | None = None  # manipulate(pick ...) by this learned policy ([policy] source)
 
 
 @dataclass
@@ -159,8 +160,14 @@ def run_task(
     with rd:
         logger.info("run folder %s; task %r", rd.path, task)
         try:
+            # matplotlib takes about a second to import: pay it while the stack is built, off
+            # the exit path (a Ctrl-C or SIGTERM ends the run that much sooner; the plots come
+            # last) and before the task runs (an import holds the GIL the loops need).
+            preload = threading.Thread(target=_preload_plots, name="rtvla-preload-plots", daemon=True)
+            preload.start()
             stack = Stack.build(cfg, recorder, llm_url=options.llm_url, model=options.model,
-                                stop_event=stop)
+                                stop_event=stop, policy=options.policy)
+            preload.join(timeout=10.0)
             injector.prepare(stack)
             if on_stack is not None:
                 on_stack(stack)
@@ -191,9 +198,6 @@ def run_task(
 
             metrics = MetricsLog(rd.metrics_path, recorder)
             metrics.open()
-            # matplotlib takes about a second to import: pay it now, off the exit path, so a
-            # Ctrl-C or SIGTERM ends the run that much sooner (the plots come last).
-            threading.Thread(target=_preload_plots, name="rtvla-preload-plots", daemon=True).start()
             injector.metrics = metrics
             server = None
             if settings.prometheus_port is not None:
@@ -395,6 +399,8 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
     report["wall_time_s"] = time.monotonic() - t_start
     if stack is not None:
         merge_remote(report, stack.remote_report())
+        if stack.policy_source:
+            report["policy"] = {"source": stack.policy_source, "runs": "manipulate(pick ...)"}
         report["adaptation"] = stack.optimizer.report() if stack.optimizer is not None else []
         report["supervisor"] = {n: {"status": s.status, "restarts": s.restarts, "faults": s.faults,
                                     "critical": s.critical}

@@ -54,6 +54,7 @@ def _validators(cfg: Config) -> dict[str, Callable[[dict[str, Any]], Any]]:
     from rtvla.adapt.config import AdaptConfig
     from rtvla.language.settings import LLMSettings
     from rtvla.perception.settings import CamerasConfig, PerceptionConfig
+    from rtvla.policy.settings import PolicySettings
     from rtvla.record.settings import RecordSettings
     from rtvla.resources.config import ResourcesConfig
     from rtvla.runtime.remote_parts import RemoteSettings
@@ -81,6 +82,7 @@ def _validators(cfg: Config) -> dict[str, Callable[[dict[str, Any]], Any]]:
         "record": RecordSettings.from_section,
         "ros2": ros2,
         "remote": RemoteSettings.from_section,
+        "policy": PolicySettings.from_mapping,
     }
 
 

@@ -44,10 +44,11 @@ from rtvla.action.world import WorldModel, labels_for_scene
 from rtvla.adapt import AdaptConfig, AdaptiveOptimizer
 from rtvla.channels import LatestValue
 from rtvla.config import Config
-from rtvla.errors import RuntimeStackError
+from rtvla.errors import PartError, RuntimeStackError
 from rtvla.language import Capabilities, LLMSettings, PlanningService
 from rtvla.metrics import Recorder, build_report
 from rtvla.perception import PerceptionConfig, VisionPipeline
+from rtvla.policy.settings import PolicySettings
 from rtvla.resources import PsutilSampler, ResourceAllocator, ResourcesConfig, SystemMonitor
 from rtvla.robots.embodiment import Embodiment
 from rtvla.runtime.admission import admit, cgroup_limits, cgroup_release, pin_current_thread
@@ -149,6 +150,19 @@ def camera_pipeline(cfg: Config, emb: Embodiment, cam: OpenedCamera, recorder: R
                           recorder=recorder, budget=budget, rate_hz=rate, own_source=False, name=name)
 
 
+def _policy_skills(source: str | None) -> dict[str, Any] | None:
+    """The executor's skills with ``manipulate(pick ...)`` by the learned policy at ``source``
+    (None: the scripted skills). A source that cannot be loaded fails here, before start."""
+    if not source:
+        return None
+    from rtvla.policy.pick.skill import policy_skills
+
+    try:
+        return policy_skills(source)
+    except (OSError, ValueError) as exc:
+        raise PartError(f"policy {source!r}: {exc}") from None
+
+
 def _camera_size(cam: OpenedCamera) -> tuple[int, int] | None:
     intr = cam.intrinsics
     if intr is not None and getattr(intr, "width", None) and getattr(intr, "height", None):
@@ -228,6 +242,7 @@ class Stack:
     admission: dict[str, Any] = field(default_factory=dict)
     cgroups: dict[str, Any] = field(default_factory=dict)
     llm: LLMSettings | None = None
+    policy_source: str | None = None  # the learned policy that runs manipulate(pick ...), if any
     remote: RemoteLink | None = None  # parts served by `rtvla node` ([remote.<part>])
     _started: list[str] = field(default_factory=list)
     _old_switch: float | None = None
@@ -249,10 +264,13 @@ class Stack:
         embodiment: Embodiment | None = None,
         detectors: list[Any] | None = None,
         planner: Any = None,
+        policy: str | None = None,
     ) -> Stack:
         """Validate every section and resolve every part, then construct (not start) the
         whole stack around the robot plug-in's :class:`Embodiment`. ``embodiment``,
-        ``detectors`` and ``planner`` are parts given as objects instead of by name."""
+        ``detectors`` and ``planner`` are parts given as objects instead of by name. ``policy``
+        (``builtin:pick`` or a pick-policy ONNX file; default ``[policy] source``) runs the
+        ``manipulate(pick ...)`` steps with the learned policy instead of the scripted skill."""
         validate_sections(cfg)
         settings = RuntimeSettings.from_section(cfg.section("runtime"))
         llm_table = cfg.section("llm")
@@ -261,6 +279,7 @@ class Stack:
         if model:
             llm_table["model"] = model
         llm = LLMSettings.from_mapping(llm_table)
+        policy_settings = PolicySettings.from_mapping(cfg.section("policy"))
         stop = stop_event or threading.Event()
 
         emb = embodiment if embodiment is not None else build_embodiment(cfg, recorder)
@@ -325,7 +344,7 @@ class Stack:
                 on_say=lambda text: recorder.event("communication", "say", text),
             )
             stack_progress: list[Progress] = []
-            executor = TaskExecutor(ctx)
+            executor = TaskExecutor(ctx, skills=_policy_skills(policy or policy_settings.source))
             capabilities = capabilities_for(emb)
             planner = build_planner(llm, cfg, capabilities, recorder, planner=planner)
             rcfg = _resources_config(cfg.section("resources"), control_in_process=process is not None)
@@ -347,6 +366,7 @@ class Stack:
                     supervisor, stop, stack_progress)
         stack.resources_cfg = rcfg
         stack.llm = llm
+        stack.policy_source = policy or policy_settings.source
         stack.remote = remote
         if remote is not None:
             remote.on_critical_failure = stack._critical_failure
