@@ -96,6 +96,12 @@ def test_policy_skills_replace_only_manipulate_and_infer_in_a_worker() -> None:
     assert pick.settings.merge == "average"
     with pytest.raises(PolicyError, match="no model file"):
         policy_skills("/nonexistent/pick.onnx")
+    with pytest.raises(PolicyError, match="policy server"):
+        policy_skills("ws://127.0.0.1:8000")
+    with pytest.raises(PolicyError, match="chunk_steps"):
+        PolicyPickSettings(chunk_steps=0)
+    with pytest.raises(PolicyError, match="merge"):
+        PolicyPickSettings(merge="median")
 
 
 @pytest.mark.slow
