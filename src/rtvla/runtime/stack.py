@@ -163,6 +163,42 @@ def _policy_skills(source: str | None) -> dict[str, Any] | None:
         raise PartError(f"policy {source!r}: {exc}") from None
 
 
+def _start_policy_process(source: str, settings: PolicySettings, control_hz: float,
+                          dof: int) -> tuple[Any, Any, dict[str, Any]]:
+    """The learned pick's policy in its own process (``[policy] placement = "process"`` with
+    control in a process): (the started PolicyProcess, the PolicyLink for the control
+    process, the pick model's metadata). A source that cannot be loaded fails here."""
+    from rtvla.policy.pick.scheduled import pick_link, pick_model_metadata
+    from rtvla.policy.process import PolicyProcess
+
+    try:
+        meta = pick_model_metadata(source)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise PartError(f"policy {source!r}: {exc}") from None
+    proc = PolicyProcess(source, settings.options, name="policy")
+    try:
+        proc.start()
+        link = pick_link(proc, control_hz=control_hz, dof=dof)
+    except BaseException as exc:
+        proc.stop()
+        if isinstance(exc, (OSError, ValueError, RuntimeError)):
+            raise PartError(f"policy {source!r}: {exc}") from None
+        raise
+    return proc, link, meta
+
+
+def _pin_process(pid: int, cpus: list[int]) -> list[int] | str:
+    """Move every thread of process ``pid`` to ``cpus``."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                os.sched_setaffinity(int(tid), cpus)
+        return cpus
+    except OSError as exc:
+        logger.warning("could not pin process %d to CPUs %s: %s", pid, cpus, exc)
+        return f"refused: {exc}"
+
+
 def _camera_size(cam: OpenedCamera) -> tuple[int, int] | None:
     intr = cam.intrinsics
     if intr is not None and getattr(intr, "width", None) and getattr(intr, "height", None):
@@ -244,6 +280,7 @@ class Stack:
     llm: LLMSettings | None = None
     policy_source: str | None = None  # the learned policy that runs manipulate(pick ...), if any
     remote: RemoteLink | None = None  # parts served by `rtvla node` ([remote.<part>])
+    policy_process: Any = None  # the PolicyProcess feeding the control process's scheduler, if any
     _started: list[str] = field(default_factory=list)
     _old_switch: float | None = None
     _orig_affinity: list[int] | None = None
@@ -270,7 +307,11 @@ class Stack:
         whole stack around the robot plug-in's :class:`Embodiment`. ``embodiment``,
         ``detectors`` and ``planner`` are parts given as objects instead of by name. ``policy``
         (``builtin:pick`` or a pick-policy ONNX file; default ``[policy] source``) runs the
-        ``manipulate(pick ...)`` steps with the learned policy instead of the scripted skill."""
+        ``manipulate(pick ...)`` steps with the learned policy instead of the scripted skill:
+        with ``[policy] placement = "process"`` (the default) and control in a process, the
+        policy runs in its own process and its chunks are executed by the control process's
+        chunk scheduler (:class:`~rtvla.policy.pick.scheduled.ScheduledPick`); otherwise from
+        the executor (:class:`~rtvla.policy.pick.skill.PolicyPick`)."""
         validate_sections(cfg)
         settings = RuntimeSettings.from_section(cfg.section("runtime"))
         llm_table = cfg.section("llm")
@@ -291,7 +332,18 @@ class Stack:
             placement_note = (f"robot {emb.name!r} cannot be built in a child process "
                               "(process_safe = False): control runs in a thread of this process")
             ctl_settings = ctl_settings.model_copy(update={"placement": "thread"})
+        policy_source = policy or policy_settings.source
+        # The learned pick runs through the control process's chunk scheduler when both the
+        # policy and control have processes of their own; otherwise from the executor.
+        scheduled = bool(policy_source) and policy_settings.placement == "process" \
+            and ctl_settings.placement == "process"
+        policy_proc: Any = None
         try:
+            link = pick_meta = None
+            if scheduled:
+                assert policy_source is not None
+                policy_proc, link, pick_meta = _start_policy_process(
+                    policy_source, policy_settings, control_rate, emb.robot.limits.dof)
             if ctl_settings.placement == "process":
                 assert emb.process_factory is not None  # Embodiment checks process_safe
                 ctl_settings = _pin_control(ctl_settings, cfg.section("control"))
@@ -299,7 +351,7 @@ class Stack:
                 process = ControlProcess(
                     emb.process_factory, emb.robot.limits.dof, settings=ctl_settings,
                     rate_hz=control_rate, telemetry=tel.write if tel is not None else None,
-                    telemetry_size=tel.size if tel is not None else 0,
+                    telemetry_size=tel.size if tel is not None else 0, policy=link,
                 )
                 emb = emb.hosted(RemoteRobot(emb.robot, process, tel), process.latest_telemetry)
                 setpoints: Any = ProcessSetpoints(process)
@@ -344,7 +396,13 @@ class Stack:
                 on_say=lambda text: recorder.event("communication", "say", text),
             )
             stack_progress: list[Progress] = []
-            executor = TaskExecutor(ctx, skills=_policy_skills(policy or policy_settings.source))
+            if policy_proc is not None:
+                from rtvla.policy.pick.scheduled import ScheduledPick
+
+                skills = ScheduledPick(policy_proc, process, metadata=pick_meta).skills()
+            else:
+                skills = _policy_skills(policy_source)
+            executor = TaskExecutor(ctx, skills=skills)
             capabilities = capabilities_for(emb)
             planner = build_planner(llm, cfg, capabilities, recorder, planner=planner)
             rcfg = _resources_config(cfg.section("resources"), control_in_process=process is not None)
@@ -359,6 +417,8 @@ class Stack:
                          if acfg.enabled else None)
         except BaseException:
             emb.close()
+            if policy_proc is not None:
+                policy_proc.stop()
             raise
         supervisor = Supervisor(recorder)
         stack = cls(cfg, settings, recorder, robot, emb, cams, setpoints, control, pipeline, pipelines,
@@ -366,7 +426,8 @@ class Stack:
                     supervisor, stop, stack_progress)
         stack.resources_cfg = rcfg
         stack.llm = llm
-        stack.policy_source = policy or policy_settings.source
+        stack.policy_source = policy_source
+        stack.policy_process = policy_proc
         stack.remote = remote
         if remote is not None:
             remote.on_critical_failure = stack._critical_failure
@@ -644,6 +705,9 @@ class Stack:
         self._orig_affinity = sorted(os.sched_getaffinity(0))
         if cpu is not None and shared and self.settings.isolate_control_cpu:
             self.affinity = {"control": [cpu], "main": _pin_threads(shared)}
+            if self.policy_process is not None and self.policy_process.pid is not None:
+                # Inference off the control CPU too (started before the CPU was chosen).
+                self.affinity["policy"] = _pin_process(self.policy_process.pid, shared)
         else:
             self.affinity = {"control": [cpu] if cpu is not None else None, "main": self._orig_affinity}
             self._orig_affinity = None  # nothing to restore
@@ -671,6 +735,27 @@ class Stack:
             final["realtime"] = (self.control.child_info or {}).get("realtime")
             return final
         return {**self.control.stats(), "placement": "thread"}
+
+    def policy_report(self) -> dict[str, Any] | None:
+        """The report's ``policy`` section (None without a learned policy): where the pick ran
+        and, through the control process's scheduler, its figures (final once control has
+        stopped, live before) and the policy process's."""
+        if not self.policy_source:
+            return None
+        out: dict[str, Any] = {"source": self.policy_source, "runs": "manipulate(pick ...)"}
+        if self.policy_process is None:
+            out["placement"] = "executor"
+            return out
+        out["placement"] = "control process"
+        final = (self.control_final or {}).get("policy")
+        if final:
+            sched = {k: v for k, v in final.items() if k != "jumps"}  # the samples stay out
+        else:
+            live = self.control.live_stats()
+            sched = {k.removeprefix("policy_"): v for k, v in live.items() if k.startswith("policy_")}
+        out["scheduler"] = sched
+        out["process"] = self.policy_process.stats()
+        return out
 
     def stop(self) -> list[str]:
         """Stop in reverse order; the robot is stopped first and closed last. Returns the
@@ -711,6 +796,9 @@ class Stack:
                                     exit=proc.exitcode)
                 if proc.lost_reason is None:
                     stuck.append("control")
+        if self.policy_process is not None:
+            # After the control process: its scheduler has let go of the policy's channels.
+            timed("policy_process", self.policy_process.stop)
         if self._started or not self.control_in_process:
             # Cameras (again, harmlessly), then the robot unless the control process owns it.
             timed("embodiment", self.embodiment.close)
