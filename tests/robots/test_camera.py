@@ -162,3 +162,20 @@ def test_set_size_renders_smaller_frames_with_matching_intrinsics_and_reuses_ren
             cam.set_size(100000, 240)
         with pytest.raises(ConfigError, match="must be positive"):
             cam.set_size(0, 240)
+
+
+def test_prepared_sizes_are_rendered_without_creating_a_renderer_mid_run(at_table: SimRobot) -> None:
+    # Creating a GL renderer holds the interpreter for a few hundred ms: a knob turn must not.
+    cam = SimCamera(at_table, width=320, height=240, threaded=False)
+    cam.prepare_sizes([(320, 240), (240, 180), (160, 120)])
+    with cam:
+        cam.read()
+        assert sorted(cam._renderers) == [(160, 120), (240, 180)]
+        made = []
+        orig = cam._make_renderer
+        cam._make_renderer = lambda: made.append(1) or orig()  # type: ignore[method-assign]
+        cam.set_size(160, 120)
+        assert cam.read().image.shape == (120, 160, 3)
+        assert not made
+    with pytest.raises(ConfigError, match="cannot prepare camera size"):
+        cam.prepare_sizes([(0, 10)])

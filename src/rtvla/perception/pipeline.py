@@ -170,6 +170,9 @@ class VisionPipeline(Component):
         # A source that can render or capture at another size (the simulator's camera) follows
         # the knob, so a lower level cuts the capture's cost too, not only the detector's.
         self.add_knob(Knob("resolution", self.settings.resolutions, on_change=self._source_size))
+        prepare = getattr(source, "prepare_sizes", None)
+        if callable(prepare):
+            prepare(self.settings.resolutions)
         self.add_knob(Knob("skip_frames", self.settings.skip_frames))
         self.add_knob(Knob("detector", tuple(names)))
         self._executor: cf.ThreadPoolExecutor | None = None

@@ -24,7 +24,7 @@ import math
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import mujoco  # MUJOCO_GL was set by rtvla.robots.sim.__init__ (imports _gl first)
@@ -166,6 +166,7 @@ class SimCamera:
         # more than a frame): the adaptive optimizer turns the size down and back up.
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._pending_size: tuple[int, int] | None = None
+        self._prepared_sizes: list[tuple[int, int]] = []
         self._cond = threading.Condition()
         self._latest: SimFrame | None = None
         self._poses: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -317,6 +318,18 @@ class SimCamera:
             )
         self._pending_size = (width, height)
 
+    def prepare_sizes(self, sizes: Iterable[tuple[int, int]]) -> None:
+        """Sizes :meth:`set_size` will be asked for: their renderers are created when the camera
+        opens, not mid-run. Creating a GL renderer holds the interpreter for a few hundred
+        milliseconds on a software renderer, long enough to stall the other loops' threads."""
+        out = []
+        for w, h in sizes:
+            w, h = int(w), int(h)
+            if w <= 0 or h <= 0 or w > self.model.vis.global_.offwidth or h > self.model.vis.global_.offheight:
+                raise ConfigError(f"{self.name}: cannot prepare camera size {w}x{h}")
+            out.append((w, h))
+        self._prepared_sizes = out
+
     def _apply_size(self) -> None:
         """Switch to the pending size (in the thread that owns the GL context)."""
         size = self._pending_size
@@ -423,9 +436,14 @@ class SimCamera:
         release :meth:`open`; False, with the error kept for it, when there is no GL."""
         try:
             self._renderer = self._make_renderer()
+            for size in self._prepared_sizes:
+                if size != (self.width, self.height) and size not in self._renderers:
+                    self._renderers[size] = mujoco.Renderer(self.model, height=size[1], width=size[0])
         except CameraUnavailable as exc:
             self._error = exc
             return False
+        except Exception as exc:  # a prepared size that cannot render: made on demand instead
+            logger.warning("%s: preparing renderers failed (%s); sizes are made when asked for", self.name, exc)
         finally:
             self._ready.set()
         return True
