@@ -8,12 +8,19 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rtvla.action.executor import ExecStatus
 from rtvla.config import load_config
 from rtvla.errors import PartError, PolicyError
-from rtvla.policy.pick.scheduled import ScheduledPick, ScheduledPickSettings, pick_model_metadata
+from rtvla.policy.pick.scheduled import (
+    FirstSteps,
+    ScheduledPick,
+    ScheduledPickSettings,
+    open_pick_policy,
+    pick_model_metadata,
+)
 from rtvla.runtime.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -46,6 +53,7 @@ def test_the_default_task_with_the_pick_scheduled_in_the_control_process(tmp_pat
     assert sched["action_ticks"] >= 100
     assert sched["starvation_stops"] == 0 and sched["rejected"] == 0
     assert sched["merge"] == "ensemble" and not sched["engaged"]
+    assert sched["chunk_ticks"] == 50  # the first 5 of each 10-action chunk, at 10 Hz
     assert "jumps" not in sched
     assert set(sched["delay_ms"]) == {"p50", "p95", "max"}
     assert section["process"]["errors"] == 0
@@ -98,5 +106,14 @@ def test_bad_sources_and_settings_fail_clearly(tmp_path: Path) -> None:
         pick_model_metadata("ws://127.0.0.1:8000")
     with pytest.raises(PolicyError, match="grasp_timeout_s"):
         ScheduledPickSettings(grasp_timeout_s=0)
+    policy = open_pick_policy("builtin:pick", 5)
+    assert policy.metadata.horizon == 5
+    obs = {"observation/joint_position": np.zeros(5, np.float32), "observation/gripper_position": np.zeros(1, np.float32),
+           "observation/target_position": np.array([0.5, 0.0, 0.47], np.float32),
+           "observation/object_onehot": np.array([1, 0, 0], np.float32)}
+    assert policy.infer(obs)["actions"].shape == (5, 6)
+    with pytest.raises(PolicyError, match="chunk_steps"):
+        FirstSteps(policy.policy, 11)
+    policy.close()
     with pytest.raises(PolicyError, match="no policy link"):
         ScheduledPick(object(), object(), metadata={"object_names": ["red_cube"]})

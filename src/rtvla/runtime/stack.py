@@ -168,14 +168,18 @@ def _start_policy_process(source: str, settings: PolicySettings, control_hz: flo
     """The learned pick's policy in its own process (``[policy] placement = "process"`` with
     control in a process): (the started PolicyProcess, the PolicyLink for the control
     process, the pick model's metadata). A source that cannot be loaded fails here."""
-    from rtvla.policy.pick.scheduled import pick_link, pick_model_metadata
+    from rtvla.policy.pick.scheduled import open_pick_policy, pick_link, pick_model_metadata
+    from rtvla.policy.pick.skill import PolicyPickSettings
     from rtvla.policy.process import PolicyProcess
 
     try:
         meta = pick_model_metadata(source)
     except (OSError, ValueError, RuntimeError) as exc:
         raise PartError(f"policy {source!r}: {exc}") from None
-    proc = PolicyProcess(source, settings.options, name="policy")
+    # As many of each chunk's actions as the executor-side pick uses (its tuned default).
+    steps = PolicyPickSettings().chunk_steps
+    proc = PolicyProcess(open_pick_policy, {"source": source, "chunk_steps": steps,
+                                            "options": dict(settings.options)}, name="policy")
     try:
         proc.start()
         link = pick_link(proc, control_hz=control_hz, dof=dof)

@@ -50,7 +50,15 @@ from rtvla.policy.pick.demos import base_frame
 from rtvla.policy.pick.model import INPUT_NAMES, read_metadata
 from rtvla.policy.pick.skill import builtin_model_path
 
-__all__ = ["ScheduledPick", "ScheduledPickSettings", "pick_link", "pick_model_metadata", "pick_scheduler_settings"]
+__all__ = [
+    "FirstSteps",
+    "ScheduledPick",
+    "ScheduledPickSettings",
+    "open_pick_policy",
+    "pick_link",
+    "pick_model_metadata",
+    "pick_scheduler_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +83,41 @@ def pick_model_metadata(source: str | Path) -> dict[str, Any]:
     if missing:
         raise PolicyError(f"pick policy {text!r}: its metadata lacks {missing}")
     return meta
+
+
+class FirstSteps:
+    """A policy whose chunks are the first ``steps`` actions of another's (the shipped pick
+    model predicts 10; ensembling the first 5 of each keeps the grasp where the
+    demonstrations grasp, see :class:`~rtvla.policy.pick.skill.PolicyPickSettings`)."""
+
+    def __init__(self, policy: Any, steps: int) -> None:
+        horizon = policy.metadata.horizon
+        if not (isinstance(steps, int) and steps >= 1) or (horizon is not None and steps > horizon):
+            raise PolicyError(f"pick chunk_steps must be an integer in [1, {horizon}], got {steps!r}")
+        self.policy = policy
+        self.steps = steps
+        self.metadata = policy.metadata.with_overrides(horizon=steps)
+
+    def infer(self, observation: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(self.policy.infer(observation))
+        actions = np.asarray(out["actions"])
+        if actions.ndim == 3 and actions.shape[0] == 1:
+            actions = actions[0]
+        out["actions"] = actions[: self.steps]
+        return out
+
+    def close(self) -> None:
+        self.policy.close()
+
+
+def open_pick_policy(source: str, chunk_steps: int | None = 5, options: Mapping[str, Any] | None = None) -> Any:
+    """The pick policy at ``source`` (opened by :func:`~rtvla.policy.sources.open_policy`
+    with ``options``), its chunks cut to ``chunk_steps`` actions (None: all). Picklable by
+    reference: pass it to :class:`~rtvla.policy.process.PolicyProcess` as the factory."""
+    from rtvla.policy.sources import open_policy
+
+    policy = open_policy(source, options or {})
+    return policy if chunk_steps is None else FirstSteps(policy, chunk_steps)
 
 
 def pick_scheduler_settings(metadata: Any, *, control_hz: float, ensemble_decay: float = 0.01,
