@@ -60,6 +60,8 @@ def test_the_default_task_with_the_pick_scheduled_in_the_control_process(tmp_pat
     # Stopped with the stack (bounded), and told so.
     assert not stack.policy_process._proc.is_alive()
     assert report.components["pick_policy"]["count"] >= 10  # the skill's record of executed chunks
+    gauges = report.components["control"]["gauges"]  # relayed live from the control process
+    assert gauges["policy_chunks"] >= 10 and gauges["policy_stops"] == 0
 
 
 def test_a_policy_process_killed_mid_pick_starves_the_scheduler_and_fails_the_step(tmp_path: Path) -> None:
@@ -117,3 +119,17 @@ def test_bad_sources_and_settings_fail_clearly(tmp_path: Path) -> None:
     policy.close()
     with pytest.raises(PolicyError, match="no policy link"):
         ScheduledPick(object(), object(), metadata={"object_names": ["red_cube"]})
+
+
+def test_thread_placement_keeps_the_executor_side_pick(tmp_path: Path) -> None:
+    from rtvla.policy.pick.skill import PolicyPick
+
+    stack = _stack(tmp_path, '[policy]\nplacement = "thread"\n')
+    try:
+        assert stack.policy_process is None and stack.control.policy is None
+        assert isinstance(stack.executor.skills["manipulate"].__self__, PolicyPick)
+        assert stack.policy_report() == {"source": "builtin:pick", "runs": "manipulate(pick ...)",
+                                         "placement": "executor"}
+    finally:
+        stack.stop()
+        stack.embodiment.close()

@@ -604,6 +604,9 @@ class Stack:
         last_ticks = last_missed = last_steps = 0
         period = 1.0 / proc.rate_hz
         relay_every = max(1, int(round(0.05 / period)))  # relay figures at ~20 Hz
+        gauges = ["lateness_max_us", "loop_time_max_ms", "watchdog_trips", "stopped"]
+        if proc.policy is not None:  # the chunk scheduler's running counts, in the report too
+            gauges += ["policy_engaged", "policy_chunks", "policy_starved_ticks", "policy_stops", "policy_rejected"]
         n = 0
         # Liveness once per control period: a loop that stops ticking (hung in a driver
         # call, not dead) is lost as surely as a dead process.
@@ -630,7 +633,7 @@ class Stack:
             if missed > last_missed:
                 rec.miss("control", missed - last_missed)
             last_ticks, last_missed = ticks, missed
-            for key in ("lateness_max_us", "loop_time_max_ms", "watchdog_trips", "stopped"):
+            for key in gauges:
                 rec.gauge("control", key, live[key])
 
     def start(self) -> None:
