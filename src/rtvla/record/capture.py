@@ -161,6 +161,11 @@ class RunCapture:
                 self.recording = RunRecording.for_stack(stack, self.run_dir, self.settings, metadata=meta,
                                                         live=self.live, live_port=self.live_port_asked)
                 self.recording.start()
+                video = self.recording.video
+                # Its renderers' GL contexts are made before the task moves the robot: making
+                # one holds the interpreter long enough to starve the loops' setpoints.
+                if video is not None and not video.wait_ready(5.0):
+                    logger.warning("episode video: renderers not ready after 5 s; going on")
             except Exception as exc:
                 rec, self.recording = self.recording, None
                 self._failed("the run record could not start", exc)

@@ -72,13 +72,19 @@ class SceneView:
         self._renderer: Any = None
         self.frames = 0
 
-    def __call__(self) -> np.ndarray:
-        """Render the simulation as it is now (in the thread that owns this view)."""
+    def prepare(self) -> None:
+        """Create the GL renderer now (in the thread that will render). Creating one holds the
+        interpreter for a few hundred milliseconds on a software renderer: do it before the
+        task moves the robot, not at the first frame."""
         if self._renderer is None:
             try:
                 self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
             except Exception as exc:
                 raise CameraUnavailable(f"scene view: offscreen rendering unavailable: {exc}") from exc
+
+    def __call__(self) -> np.ndarray:
+        """Render the simulation as it is now (in the thread that owns this view)."""
+        self.prepare()
         d = self._data
         d.qpos[:] = self.qpos_fn()
         mujoco.mj_kinematics(self.model, d)

@@ -235,6 +235,7 @@ class EpisodeVideo:
         self._stop = threading.Event()
         self.render_cpu_s = 0.0
         self.render_errors = 0
+        self.ready = threading.Event()  # the renderers are prepared (see wait_ready)
         self._thread = threading.Thread(target=self._run, name="rtvla-episode-video", daemon=True)
         self._thread.start()
 
@@ -266,11 +267,28 @@ class EpisodeVideo:
                 images.append(self._rendered[name])
         return tile(images, self.height) if images else None
 
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        """Until the renderers' GL contexts exist (made in the video thread, which owns them)."""
+        return self.ready.wait(timeout)
+
+    def _prepare(self) -> None:
+        for name, render in self.renderers.items():
+            prepare = getattr(render, "prepare", None)
+            if prepare is None:
+                continue
+            try:
+                prepare()
+            except Exception:
+                self.render_errors += 1
+                logger.exception("episode video: renderer %s could not be prepared", name)
+        self.ready.set()
+
     def _run(self) -> None:
         cpu0 = time.thread_time()
         period = 1.0 / self.fps
-        next_t = time.monotonic()
         try:
+            self._prepare()
+            next_t = time.monotonic()
             while not self._stop.wait(max(0.0, next_t - time.monotonic())):
                 next_t += period
                 if next_t < time.monotonic():  # fell behind: next slot, not a burst
