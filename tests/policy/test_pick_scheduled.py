@@ -56,9 +56,10 @@ def test_the_default_task_with_the_pick_scheduled_in_the_control_process(tmp_pat
     assert sched["chunk_ticks"] == 50  # the first 5 of each 10-action chunk, at 10 Hz
     assert "jumps" not in sched
     assert set(sched["delay_ms"]) == {"p50", "p95", "max"}
+    assert stack.control_stats()["policy"] == sched  # report.json's control section carries them too
     assert section["process"]["errors"] == 0
     # Stopped with the stack (bounded), and told so.
-    assert not stack.policy_process._proc.is_alive()
+    assert stack.policy_process.check_alive() is not None
     assert report.components["pick_policy"]["count"] >= 10  # the skill's record of executed chunks
     gauges = report.components["control"]["gauges"]  # relayed live from the control process
     assert gauges["policy_chunks"] >= 10 and gauges["policy_stops"] == 0

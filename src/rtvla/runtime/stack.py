@@ -737,6 +737,8 @@ class Stack:
         if self.control_in_process:
             final = dict(self.control_final or self.control.live_stats())
             final.pop("lateness_us", None)
+            if final.get("policy"):  # the scheduler's figures; its per-boundary samples stay out
+                final["policy"] = {k: v for k, v in final["policy"].items() if k != "jumps"}
             final["placement"] = "process"
             final["pid"] = self.control.pid
             final["realtime"] = (self.control.child_info or {}).get("realtime")
