@@ -47,7 +47,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -85,6 +84,8 @@ def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
         return image
     ratio = max(w / width, h / height)
     rh, rw = max(1, int(h / ratio)), max(1, int(w / ratio))
+    import cv2  # here, not at import: the control process imports this module and needs no cv2
+
     interp = cv2.INTER_AREA if ratio > 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image, (rw, rh), interpolation=interp)
     if resized.ndim == 2:  # cv2 drops a single channel axis

@@ -400,7 +400,7 @@ def _final_report(recorder: Recorder, stack: Stack | None, settings: RuntimeSett
     if stack is not None:
         merge_remote(report, stack.remote_report())
         if stack.policy_source:
-            report["policy"] = {"source": stack.policy_source, "runs": "manipulate(pick ...)"}
+            report["policy"] = stack.policy_report()
         report["adaptation"] = stack.optimizer.report() if stack.optimizer is not None else []
         report["supervisor"] = {n: {"status": s.status, "restarts": s.restarts, "faults": s.faults,
                                     "critical": s.critical}
