@@ -14,7 +14,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +45,28 @@ def stack_footprint(pid: int | None = None) -> dict[str, float]:
     return {"rss_mb": rss / 2**20, "threads": float(proc.num_threads()), "open_files": float(proc.num_fds())}
 
 
+def thread_names(pid: int | None = None) -> Counter[str]:
+    """This process's threads by name: Python threads by their ``threading`` name, native
+    ones (GL rasterizers, ONNX Runtime pools) by ``/proc/<pid>/task/*/comm``."""
+    base = f"/proc/{pid or os.getpid()}/task"
+    out: Counter[str] = Counter()
+    python = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return out
+    for tid in tids:
+        if tid.isdigit() and int(tid) in python:
+            out[python[int(tid)]] += 1
+            continue
+        try:
+            with open(f"{base}/{tid}/comm", encoding="utf-8") as f:
+                out[f.read().strip()] += 1
+        except OSError:
+            continue
+    return out
+
+
 def bench_soak(minutes: float = 10.0, *, config: Any = None, tasks: tuple[str, ...] = TASKS,
                progress: Callable[[int, float, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run tasks for ``minutes`` on one stack; the result row (see the module docstring).
@@ -55,6 +79,7 @@ def bench_soak(minutes: float = 10.0, *, config: Any = None, tasks: tuple[str, .
     with stack:
         gc.collect()
         before = stack_footprint()
+        names_before = thread_names()
         after_first: dict[str, float] | None = None
         t0 = time.monotonic()
         i = 0
@@ -75,6 +100,7 @@ def bench_soak(minutes: float = 10.0, *, config: Any = None, tasks: tuple[str, .
             if time.monotonic() >= t_end or stack.critical_failure:
                 break
         end = stack_footprint()
+        names_after = thread_names()
     final_missed = int((stack.control_final or {}).get("missed", per_task[-1]["control_missed_total"]))
     assert after_first is not None
     return {
@@ -85,7 +111,9 @@ def bench_soak(minutes: float = 10.0, *, config: Any = None, tasks: tuple[str, .
         "rss_mb": {"before": round(before["rss_mb"], 1), "after_first": round(after_first["rss_mb"], 1),
                    "after": round(end["rss_mb"], 1)},
         "control_missed": final_missed,
-        "threads": {"before": int(before["threads"]), "after": int(end["threads"])},
+        "threads": {"before": int(before["threads"]), "after": int(end["threads"]),
+                    # Which ones, by name, when the counts differ (a leak names itself).
+                    "added": dict(names_after - names_before), "gone": dict(names_before - names_after)},
         "open_files": {"before": int(before["open_files"]), "after": int(end["open_files"])},
         "per_task": per_task,
         "critical_failure": stack.critical_failure,
