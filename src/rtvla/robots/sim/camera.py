@@ -330,6 +330,25 @@ class SimCamera:
             out.append((w, h))
         self._prepared_sizes = out
 
+    def _warm_prepared(self) -> None:
+        """Render one frame with each prepared renderer: the GL driver allocates a context's
+        buffers at its first draw, which would otherwise grow memory mid-run at a knob turn."""
+        if not self._renderers:
+            return
+        d = self._data
+        d.qpos[:] = self._qpos_fn()
+        mujoco.mj_kinematics(self.model, d)
+        mujoco.mj_camlight(self.model, d)
+        for r in self._renderers.values():
+            r.update_scene(d, camera=self._cam)
+            r.render()
+            if self.depth_enabled:
+                r.enable_depth_rendering()
+                try:
+                    r.render()
+                finally:
+                    r.disable_depth_rendering()
+
     def _apply_size(self) -> None:
         """Switch to the pending size (in the thread that owns the GL context)."""
         size = self._pending_size
@@ -439,6 +458,7 @@ class SimCamera:
             for size in self._prepared_sizes:
                 if size != (self.width, self.height) and size not in self._renderers:
                     self._renderers[size] = mujoco.Renderer(self.model, height=size[1], width=size[0])
+            self._warm_prepared()
         except CameraUnavailable as exc:
             self._error = exc
             return False
