@@ -5,7 +5,7 @@ Example table::
     [adapt]
     cpu_high = 85          # system CPU percent (window mean) that counts as pressure
     cpu_low = 60           # ... and below which there is headroom
-    hold_down_s = 2        # sustained headroom needed before one step back up (doubles after a flap)
+    hold_down_s = 1.5      # sustained headroom needed before one step back up (doubles after a flap)
     levels = [             # optional explicit ladder; default: derived from the knobs
         { "llm.cache" = true },
         { "perception.skip_frames" = 1 },
@@ -44,7 +44,7 @@ class AdaptConfig(BaseModel):
     missed_high: int = Field(default=3, ge=1, description="missed cycles in the window of pressure")
     degrade_after_s: float = Field(default=1.0, ge=0, description="pressure must last this long")
     min_dwell_s: float = Field(default=2.0, ge=0, description="least time between two steps down")
-    hold_down_s: float = Field(default=2.0, gt=0, description="headroom must last this long to step up "
+    hold_down_s: float = Field(default=1.5, gt=0, description="headroom must last this long to step up "
                                "(recovery from the bottom of a 2-level ladder in about 2 x this; a "
                                "flap doubles it)")
     max_hold_down_s: float = Field(default=60.0, gt=0)

@@ -110,7 +110,8 @@ def plot_run(
     ax_cpu.set_ylabel("CPU %")
     ax_mem.set_ylabel("memory MB")
     ax_mem.set_xlabel("time (s)")
-    ax_cpu.legend(fontsize=7, ncol=3)
+    if ax_cpu.get_legend_handles_labels()[0]:  # a run too short for any sample has none
+        ax_cpu.legend(fontsize=7, ncol=3)
     fig.suptitle("Utilization")
     fig.tight_layout()
     p = out / "utilization.png"
