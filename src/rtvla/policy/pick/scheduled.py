@@ -48,7 +48,7 @@ from rtvla.action.skills import manipulate as scripted_manipulate
 from rtvla.errors import PolicyError, SkillError
 from rtvla.policy.pick.demos import base_frame
 from rtvla.policy.pick.model import INPUT_NAMES, read_metadata
-from rtvla.policy.pick.skill import builtin_model_path
+from rtvla.policy.pick.skill import GraspWatch, builtin_model_path, pick_start
 
 __all__ = [
     "FirstSteps",
@@ -263,26 +263,9 @@ class ScheduledPick:
     def pick(self, ctx: SkillContext, obj: str) -> SkillGen:
         """Pick ``obj`` through the scheduler; returns ``holding OBJ`` or raises SkillError."""
         s = self.settings
-        if ctx.world is None:
-            raise SkillError(f"pick {obj}: no world state to locate it")
-        if obj not in self.object_names:
-            raise SkillError(f"pick {obj}: the pick policy knows only {self.object_names}")
-        dead = self.policy.check_alive()
-        if dead is not None:
-            raise SkillError(f"pick {obj}: the policy is not running ({dead})")
-        state = ctx.read_state()
-        if state.holding is not None:
-            raise SkillError(f"pick {obj}: already holding {state.holding}")
-        ctx.world.update()
-        est = ctx.world.estimate(obj, max_age_s=ctx.settings.estimate_max_age_s)
-        if est is None:
-            raise SkillError(f"pick {obj}: no estimate of where {obj} is (perceive it first)")
-        target = np.asarray(est.position, dtype=float)
-        onehot = np.zeros(len(self.object_names), dtype=np.float32)
-        onehot[self.object_names.index(obj)] = 1.0
-        learned_carry = self.carry_q if self.carry_q.size else state.q.copy()
-        carry = (np.asarray(ctx.settings.carry_q, dtype=float) if ctx.settings.carry_q is not None
-                 else learned_carry)
+        start = pick_start(ctx, obj, self.object_names, self.carry_q, ready=self.policy.check_alive)
+        state, target, onehot = start.state, start.target, start.onehot
+        learned_carry, carry = start.learned_carry, start.carry
         # The base stands still during a pick: its frame, and so the target in it, holds.
         self.policy.set_context({_TARGET_KEY: base_frame(target, state.base_pose).astype(np.float32),
                                  _ONEHOT_KEY: onehot})
@@ -292,8 +275,9 @@ class ScheduledPick:
         self.control.follow_policy(True)
         ctx.phase = f"policy (control process): reaching for {obj}"
         chunks_seen = before.get("policy_chunks", 0.0)
-        engaged = grasped = False
-        closed_since: float | None = None
+        engaged = False
+        watch = GraspWatch(obj, learned_carry, grasp_timeout_s=s.grasp_timeout_s,
+                           carry_tolerance_rad=s.carry_tolerance_rad, settle_speed_rad_s=s.settle_speed_rad_s)
         try:
             while True:
                 yield
@@ -313,31 +297,16 @@ class ScheduledPick:
                                          f"within {s.engage_timeout_s} s")
                 if now - t0 > s.pick_timeout_s:
                     raise SkillError(f"pick {obj}: not done within {s.pick_timeout_s} s of engaging the policy")
-                state = ctx.read_state()
-                if not grasped and state.gripper >= 0.8:
-                    if state.holding is not None:
-                        if state.holding != obj:
-                            raise SkillError(f"pick {obj}: the gripper holds {state.holding!r} instead")
-                        grasped = True
-                        ctx.phase = f"policy (control process): lifting {obj}"
-                        # Setpoints' grippers still apply while the loop follows: keep it closed
-                        # (and once following ends, whatever re-sends the setpoint).
-                        ctx.setpoints.send(gripper=1.0)
-                    elif closed_since is None:
-                        closed_since = now
-                    elif now - closed_since > s.grasp_timeout_s:
-                        raise SkillError(f"pick {obj}: the gripper closed (to {state.gripper:.2f}) on "
-                                         f"nothing: {obj} was not between the fingers")
-                elif not grasped:
-                    closed_since = None
-                if grasped:
-                    if state.holding != obj:
-                        raise SkillError(f"pick {obj}: dropped it while lifting")
-                    near = float(np.max(np.abs(state.q - learned_carry))) <= s.carry_tolerance_rad
-                    if near and float(np.max(np.abs(state.dq))) <= s.settle_speed_rad_s:
-                        break
-                    if near:
-                        ctx.phase = "policy (control process): stowing the arm"
+                just, status = watch.update(ctx.read_state(), now)
+                if just:
+                    ctx.phase = f"policy (control process): lifting {obj}"
+                    # Setpoints' grippers still apply while the loop follows: keep it closed
+                    # (and once following ends, whatever re-sends the setpoint).
+                    ctx.setpoints.send(gripper=1.0)
+                if status == "done":
+                    break
+                if status == "near":
+                    ctx.phase = "policy (control process): stowing the arm"
         finally:
             if not bool(getattr(self.control.latest_state(), "tripped", False)):
                 self.control.follow_policy(False)

@@ -44,7 +44,8 @@ from rtvla.errors import PolicyError, SkillError
 from rtvla.policy.pick.demos import base_frame
 from rtvla.policy.pick.model import ACTION_DIM, INPUT_NAMES, OnnxPickModel
 
-__all__ = ["BUILTIN_PICK", "PolicyPick", "PolicyPickSettings", "builtin_model_path", "policy_skills"]
+__all__ = ["BUILTIN_PICK", "GraspWatch", "PickStart", "PolicyPick", "PolicyPickSettings", "builtin_model_path",
+           "pick_start", "policy_skills"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,89 @@ class PolicyPickSettings:
         except ValueError:
             raise PolicyError(f"policy pick merge must be one of {[m.value for m in MergeStrategy]}, "
                               f"got {self.merge!r}") from None
+
+
+@dataclass(frozen=True)
+class PickStart:
+    """What a learned pick starts from: the robot's state, the target's perceived position
+    (world frame), the object's one-hot, the model's carry pose and the one to end in."""
+
+    state: Any
+    target: np.ndarray
+    onehot: np.ndarray
+    learned_carry: np.ndarray
+    carry: np.ndarray
+
+
+def pick_start(ctx: SkillContext, obj: str, object_names: list[str], carry_q: np.ndarray, *,
+               ready: Any = None) -> PickStart:
+    """Check that ``obj`` can be picked and gather what the policy needs; raises SkillError.
+    ``ready()`` (optional) returns why the policy cannot run, checked once ``obj`` is known."""
+    if ctx.world is None:
+        raise SkillError(f"pick {obj}: no world state to locate it")
+    if obj not in object_names:
+        raise SkillError(f"pick {obj}: the pick policy knows only {object_names}")
+    if ready is not None:
+        why = ready()
+        if why is not None:
+            raise SkillError(f"pick {obj}: the policy is not running ({why})")
+    state = ctx.read_state()
+    if state.holding is not None:
+        raise SkillError(f"pick {obj}: already holding {state.holding}")
+    ctx.world.update()
+    est = ctx.world.estimate(obj, max_age_s=ctx.settings.estimate_max_age_s)
+    if est is None:
+        raise SkillError(f"pick {obj}: no estimate of where {obj} is (perceive it first)")
+    onehot = np.zeros(len(object_names), dtype=np.float32)
+    onehot[object_names.index(obj)] = 1.0
+    # The policy learned to stow to its model's carry pose; a configured carry pose that
+    # differs is reached by a plain arm move once the policy is done.
+    learned_carry = carry_q if carry_q.size else state.q.copy()
+    carry = np.asarray(ctx.settings.carry_q, dtype=float) if ctx.settings.carry_q is not None else learned_carry
+    return PickStart(state, np.asarray(est.position, dtype=float), onehot, learned_carry, carry)
+
+
+class GraspWatch:
+    """Grasp verification and the end of a learned pick, from the robot's state: the grasp
+    holds when the robot reports holding ``obj`` once the fingers closed; the pick is done
+    when the arm, still holding it, has come to rest at the learned carry pose."""
+
+    def __init__(self, obj: str, learned_carry: np.ndarray, *, grasp_timeout_s: float,
+                 carry_tolerance_rad: float, settle_speed_rad_s: float) -> None:
+        self.obj = obj
+        self.learned_carry = learned_carry
+        self.grasp_timeout_s = grasp_timeout_s
+        self.carry_tolerance_rad = carry_tolerance_rad
+        self.settle_speed_rad_s = settle_speed_rad_s
+        self.grasped = False
+        self._closed_since: float | None = None
+
+    def update(self, state: Any, now_s: float, *, closing: bool = True,
+               opening: bool = True) -> tuple[bool, str | None]:
+        """``(grasped just now, "near" | "done" | None)``; raises SkillError on a wrong
+        object, an empty grasp past its timeout, or a drop. ``closing``/``opening``: whether
+        the fingers are being told to close / open (the timeout runs only while closing)."""
+        obj = self.obj
+        just = False
+        if not self.grasped and closing and state.gripper >= 0.8:
+            if state.holding is not None:
+                if state.holding != obj:
+                    raise SkillError(f"pick {obj}: the gripper holds {state.holding!r} instead")
+                self.grasped = just = True
+            elif self._closed_since is None:
+                self._closed_since = now_s
+            elif now_s - self._closed_since > self.grasp_timeout_s:
+                raise SkillError(f"pick {obj}: the gripper closed (to {state.gripper:.2f}) on "
+                                 f"nothing: {obj} was not between the fingers")
+        elif not self.grasped and opening:
+            self._closed_since = None
+        if not self.grasped:
+            return just, None
+        if state.holding != obj:
+            raise SkillError(f"pick {obj}: dropped it while lifting")
+        if float(np.max(np.abs(state.q - self.learned_carry))) > self.carry_tolerance_rad:
+            return just, None
+        return just, "done" if float(np.max(np.abs(state.dq))) <= self.settle_speed_rad_s else "near"
 
 
 class PolicyPick:
@@ -184,25 +268,9 @@ class PolicyPick:
     def pick(self, ctx: SkillContext, obj: str) -> SkillGen:
         """Pick ``obj`` with the policy; returns ``holding OBJ`` or raises SkillError."""
         s = self.settings
-        if ctx.world is None:
-            raise SkillError(f"pick {obj}: no world state to locate it")
-        if obj not in self.object_names:
-            raise SkillError(f"pick {obj}: the pick policy knows only {self.object_names}")
-        state = ctx.read_state()
-        if state.holding is not None:
-            raise SkillError(f"pick {obj}: already holding {state.holding}")
-        ctx.world.update()
-        est = ctx.world.estimate(obj, max_age_s=ctx.settings.estimate_max_age_s)
-        if est is None:
-            raise SkillError(f"pick {obj}: no estimate of where {obj} is (perceive it first)")
-        target = np.asarray(est.position, dtype=float)
-        onehot = np.zeros(len(self.object_names), dtype=np.float32)
-        onehot[self.object_names.index(obj)] = 1.0
-        # The policy learned to stow to its model's carry pose; a configured carry pose that
-        # differs is reached by a plain arm move once the policy is done.
-        learned_carry = self.carry_q if self.carry_q.size else state.q.copy()
-        carry = (np.asarray(ctx.settings.carry_q, dtype=float) if ctx.settings.carry_q is not None
-                 else learned_carry)
+        start = pick_start(ctx, obj, self.object_names, self.carry_q)
+        state, target, onehot = start.state, start.target, start.onehot
+        learned_carry, carry = start.learned_carry, start.carry
         limits = getattr(ctx.kinematics, "q_min", None), getattr(ctx.kinematics, "q_max", None)
         period_ns = 1e9 / self.rate_hz
         t0 = ctx.clock.now_ns()
@@ -223,10 +291,10 @@ class PolicyPick:
         if s.asynchronous:
             queue.start()
         ctx.phase = f"policy: reaching for {obj}"
-        closed_since: float | None = None
+        watch = GraspWatch(obj, learned_carry, grasp_timeout_s=s.grasp_timeout_s,
+                           carry_tolerance_rad=s.carry_tolerance_rad, settle_speed_rad_s=s.settle_speed_rad_s)
         hold_q: np.ndarray | None = None
         last_arm: np.ndarray | None = None
-        grasped = False
         try:
             first = self._observation(state, target, onehot)
             if s.asynchronous:
@@ -243,8 +311,8 @@ class PolicyPick:
                     arm = np.asarray(action[:ACTION_DIM - 1], dtype=float)
                     if limits[0] is not None and limits[1] is not None:
                         arm = np.clip(arm, limits[0], limits[1])
-                    close = grasped or float(action[ACTION_DIM - 1]) >= s.close_above
-                    if close and not grasped and s.hold_arm_while_closing:
+                    close = watch.grasped or float(action[ACTION_DIM - 1]) >= s.close_above
+                    if close and not watch.grasped and s.hold_arm_while_closing:
                         # As the demonstrations do: the fingers close on an arm at rest,
                         # and lifting starts only once the object is held.
                         if hold_q is None:
@@ -256,29 +324,14 @@ class PolicyPick:
                     ctx.setpoints.send(arm_q=arm, gripper=1.0 if close else 0.0)
                 else:
                     ctx.setpoints.heartbeat()  # starved: hold the last target
-                now_s = ctx.now_s()
-                if not grasped and ctx.setpoints.gripper == 1.0 and state.gripper >= 0.8:
-                    if state.holding is not None:
-                        if state.holding != obj:
-                            raise SkillError(f"pick {obj}: the gripper holds {state.holding!r} instead")
-                        grasped = True
-                        ctx.phase = f"policy: lifting {obj}"
-                    elif closed_since is None:
-                        closed_since = now_s
-                    elif now_s - closed_since > s.grasp_timeout_s:
-                        raise SkillError(f"pick {obj}: the gripper closed (to {state.gripper:.2f}) on "
-                                         f"nothing: {obj} was not between the fingers")
-                elif not grasped and ctx.setpoints.gripper == 0.0:
-                    closed_since = None
-                if grasped:
-                    if state.holding != obj:
-                        raise SkillError(f"pick {obj}: dropped it while lifting")
-                    near = float(np.max(np.abs(state.q - learned_carry))) <= s.carry_tolerance_rad
-                    still = float(np.max(np.abs(state.dq))) <= s.settle_speed_rad_s
-                    if near and still:
-                        break
-                    if near:
-                        ctx.phase = "policy: stowing the arm"
+                just, status = watch.update(state, ctx.now_s(), closing=ctx.setpoints.gripper == 1.0,
+                                            opening=ctx.setpoints.gripper == 0.0)
+                if just:
+                    ctx.phase = f"policy: lifting {obj}"
+                if status == "done":
+                    break
+                if status == "near":
+                    ctx.phase = "policy: stowing the arm"
                 yield
         finally:
             queue.close()
