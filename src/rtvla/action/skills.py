@@ -48,8 +48,10 @@ __all__ = [
     "SkillSettings",
     "communicate",
     "manipulate",
+    "move_arm",
     "navigate",
     "perceive",
+    "record_pick",
 ]
 
 logger = logging.getLogger(__name__)
@@ -215,6 +217,15 @@ def wait_for(ctx: SkillContext, done: Callable[[], bool], what: str, timeout_s: 
             ctx.setpoints.heartbeat()
 
 
+def record_pick(ctx: SkillContext, obj: str, position: np.ndarray) -> None:
+    """``obj``, picked up where it was seen at ``position``, now moves with the hand: remember
+    where it was picked from (a put-back returns it there) and drop its world estimate."""
+    ctx.picked_at[obj] = (ctx.standing_at(), np.array(position, dtype=float))
+    forget = getattr(ctx.world, "forget", None)
+    if forget is not None:
+        forget(obj)
+
+
 def move_arm(ctx: SkillContext, q: np.ndarray, what: str, *, gripper: float | None = None) -> Generator[None, None, None]:
     """Send an arm goal and wait until the arm is there and still."""
     s = ctx.settings
@@ -366,10 +377,7 @@ def _pick(ctx: SkillContext, obj: str) -> SkillGen:
     yield from move_arm(ctx, _carry_pose(ctx, q_start), "stowing the arm")
     if ctx.read_state().holding != obj:
         raise SkillError(f"pick {obj}: dropped it while lifting")
-    ctx.picked_at[obj] = (ctx.standing_at(), p.copy())
-    forget = getattr(ctx.world, "forget", None)
-    if forget is not None:
-        forget(obj)  # it moves with the hand now
+    record_pick(ctx, obj, p)
     return f"holding {obj}"
 
 

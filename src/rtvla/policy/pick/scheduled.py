@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from rtvla.action.chunk_scheduler import PolicyLink, SchedulerSettings
-from rtvla.action.skills import SKILLS, SkillContext, SkillFn, SkillGen, move_arm
+from rtvla.action.skills import SKILLS, SkillContext, SkillFn, SkillGen, move_arm, record_pick
 from rtvla.action.skills import manipulate as scripted_manipulate
 from rtvla.errors import PolicyError, SkillError
 from rtvla.policy.pick.demos import base_frame
@@ -319,10 +319,7 @@ class ScheduledPick:
                             else ctx.read_state().q, "stowing the arm", gripper=1.0)
         if ctx.read_state().holding != obj:
             raise SkillError(f"pick {obj}: dropped it while stowing the arm")
-        ctx.picked_at[obj] = (ctx.standing_at(), target.copy())
-        forget = getattr(ctx.world, "forget", None)
-        if forget is not None:
-            forget(obj)  # it moves with the hand now
+        record_pick(ctx, obj, target)
         return f"holding {obj} (learned policy, control process)"
 
     def _release(self, ctx: SkillContext, obj: str) -> SkillGen:
