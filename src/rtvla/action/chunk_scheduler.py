@@ -78,10 +78,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from rtvla.channels.shm import ShmSpec
-from rtvla.config import format_validation_error
+from rtvla.config import validate_table
 from rtvla.errors import ConfigError
 from rtvla.metrics import Recorder
 from rtvla.robots.base import RobotLimits, RobotState
@@ -138,10 +138,7 @@ class SchedulerSettings(BaseModel):
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> SchedulerSettings:
-        try:
-            return cls.model_validate(dict(section))
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error("policy.scheduler", exc)) from None
+        return validate_table(cls, section, "policy.scheduler")
 
 
 class SchedStatus(str, Enum):

@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rtvla.action.setpoints import Setpoint
-from rtvla.config import format_validation_error
+from rtvla.config import validate_table
 from rtvla.errors import ConfigError, Ros2Error
 from rtvla.timing import MONOTONIC, Clock, Periodic
 
@@ -110,10 +110,7 @@ class BridgeSettings(BaseModel):
 
     @classmethod
     def from_section(cls, table: dict[str, Any] | None) -> BridgeSettings:
-        try:
-            return cls.model_validate(dict(table or {}))
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error("ros2", exc)) from None
+        return validate_table(cls, table, "ros2")
 
 
 def check_bridge_topics(settings: BridgeSettings, robot_table: dict[str, Any]) -> None:

@@ -43,12 +43,11 @@ from typing import Any
 import numpy as np
 
 from rtvla.action.chunk_scheduler import PolicyLink, SchedulerSettings
-from rtvla.action.skills import SKILLS, SkillContext, SkillFn, SkillGen, move_arm, record_pick
-from rtvla.action.skills import manipulate as scripted_manipulate
+from rtvla.action.skills import SkillContext, SkillGen, move_arm, record_pick
 from rtvla.errors import PolicyError, SkillError
 from rtvla.policy.pick.demos import base_frame
 from rtvla.policy.pick.model import INPUT_NAMES, read_metadata
-from rtvla.policy.pick.skill import GraspWatch, builtin_model_path, pick_start
+from rtvla.policy.pick.skill import GraspWatch, LearnedPickSkills, builtin_model_path, pick_start
 
 __all__ = [
     "FirstSteps",
@@ -193,7 +192,7 @@ class ScheduledPickSettings:
                 raise PolicyError(f"scheduled pick {name} must be > 0, got {value!r}")
 
 
-class ScheduledPick:
+class ScheduledPick(LearnedPickSkills):
     """The learned pick through the control process's chunk scheduler. See the module docstring.
 
     Args:
@@ -221,19 +220,6 @@ class ScheduledPick:
         self.settings = settings or ScheduledPickSettings()
         self.last_stats: dict[str, Any] = {}
         self._latched_at: float | None = None
-
-    def skills(self, base: Mapping[str, SkillFn] | None = None) -> dict[str, SkillFn]:
-        """``base`` (default: the scripted skills) with ``manipulate`` picking by policy."""
-        out = dict(SKILLS if base is None else base)
-        out["manipulate"] = self.manipulate
-        return out
-
-    def manipulate(self, ctx: SkillContext, params: Any) -> SkillGen:
-        """``manipulate``: pick through the scheduler; place (and errors) as the scripted skill."""
-        get = params.get if isinstance(params, Mapping) else (lambda k, d=None: getattr(params, k, d))
-        if get("operation", None) == "pick" and get("object", None):
-            return (yield from self.pick(ctx, str(get("object"))))
-        return (yield from scripted_manipulate(ctx, params))
 
     # -- the pick --------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from rtvla.errors import PolicyError, SkillError
 from rtvla.policy.pick.demos import base_frame
 from rtvla.policy.pick.model import ACTION_DIM, INPUT_NAMES, OnnxPickModel
 
-__all__ = ["BUILTIN_PICK", "GraspWatch", "PickStart", "PolicyPick", "PolicyPickSettings", "builtin_model_path",
+__all__ = ["BUILTIN_PICK", "GraspWatch", "LearnedPickSkills", "PickStart", "PolicyPick", "PolicyPickSettings", "builtin_model_path",
            "pick_start", "policy_skills"]
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,28 @@ class GraspWatch:
         return just, "done" if float(np.max(np.abs(state.dq))) <= self.settle_speed_rad_s else "near"
 
 
-class PolicyPick:
+class LearnedPickSkills:
+    """The executor's skills of a learned pick: ``manipulate(pick ...)`` by ``self.pick``,
+    every other ``manipulate`` (place, and errors) as the scripted skill."""
+
+    def pick(self, ctx: SkillContext, obj: str) -> SkillGen:
+        raise NotImplementedError
+
+    def skills(self, base: Mapping[str, SkillFn] | None = None) -> dict[str, SkillFn]:
+        """``base`` (default: the scripted skills) with ``manipulate`` picking by policy."""
+        out = dict(SKILLS if base is None else base)
+        out["manipulate"] = self.manipulate
+        return out
+
+    def manipulate(self, ctx: SkillContext, params: Any) -> SkillGen:
+        """``manipulate``: pick through the policy; place (and errors) as the scripted skill."""
+        get = params.get if isinstance(params, Mapping) else (lambda k, d=None: getattr(params, k, d))
+        if get("operation", None) == "pick" and get("object", None):
+            return (yield from self.pick(ctx, str(get("object"))))
+        return (yield from scripted_manipulate(ctx, params))
+
+
+class PolicyPick(LearnedPickSkills):
     """The learned pick as a skill. See the module docstring.
 
     Args:
@@ -229,21 +250,6 @@ class PolicyPick:
         if not path.is_file():
             raise PolicyError(f"pick policy {text!r}: no model file at {path}")
         return cls(OnnxPickModel(path), settings=settings)
-
-    # -- skills ----------------------------------------------------------------------------
-
-    def skills(self, base: Mapping[str, SkillFn] | None = None) -> dict[str, SkillFn]:
-        """``base`` (default: the scripted skills) with ``manipulate`` picking by policy."""
-        out = dict(SKILLS if base is None else base)
-        out["manipulate"] = self.manipulate
-        return out
-
-    def manipulate(self, ctx: SkillContext, params: Any) -> SkillGen:
-        """``manipulate``: pick through the policy; place (and errors) as the scripted skill."""
-        get = params.get if isinstance(params, Mapping) else (lambda k, d=None: getattr(params, k, d))
-        if get("operation", None) == "pick" and get("object", None):
-            return (yield from self.pick(ctx, str(get("object"))))
-        return (yield from scripted_manipulate(ctx, params))
 
     # -- the pick --------------------------------------------------------------------------
 
